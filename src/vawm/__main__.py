@@ -1,0 +1,5 @@
+import sys
+
+from vawm.cli import main
+
+sys.exit(main())

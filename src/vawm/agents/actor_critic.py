@@ -1,0 +1,171 @@
+"""Dreamer behaviour learning in imagination (``000`` §4.3 eq. 6–9; DreamerV3).
+
+    R^lambda_t = r_{t+1} + gamma c_{t+1} ((1 - lambda) v_{t+1} + lambda R^lambda_{t+1}),  R_H = v_H   (eq. 7)
+    L_critic   = -ln p(sg(R^lambda_t) | s_t)  + slowreg * -ln p(sg(v_slow(s_t)) | s_t)
+    L_actor    = -sg(A_t) ln pi(a_t | s_t) - eta H[pi(. | s_t)]                                (eq. 8)
+    A_t        = (R^lambda_t - v(s_t)) / max(1, S),  S = EMA(Per(R, 95) - Per(R, 5), 0.99)    (eq. 9)
+
+For continuous actions the 2023 default backpropagates the return through the dynamics
+(``actor_grad=dynamics``); REINFORCE is used for discrete actions and by the 2025 preset.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import Tensor, nn
+
+from vawm.config import AgentConfig, OptimConfig
+from vawm.nets.dist import BoundedNormal, OneHotPolicy, TwoHotSymlog, symlog_bins
+from vawm.nets.layers import MLP
+from vawm.nets.normalize import PercentileScale
+from vawm.nets.optim import Optim
+from vawm.worldmodels.base import Backbone, Observed
+
+
+def lambda_returns(reward: Tensor, cont: Tensor, value: Tensor, gamma: float, lam: float) -> Tensor:
+    """Bootstrapped lambda-returns (eq. 7), time-major.
+
+    reward, cont, value: [H+1, N] where reward[t]/cont[t] are predicted on arriving at state t.
+    Returns R: [H, N] for the states 0..H-1; the last state bootstraps with its value.
+    """
+    H = value.shape[0] - 1
+    out = []
+    last = value[H]
+    for t in reversed(range(H)):
+        last = reward[t + 1] + gamma * cont[t + 1] * ((1 - lam) * value[t + 1] + lam * last)
+        out.append(last)
+    return torch.stack(out[::-1], 0)
+
+
+class Critic(nn.Module):
+    def __init__(self, din: int, cfg: AgentConfig, bins: int = 255):
+        super().__init__()
+        self.net = MLP(din, bins, cfg.layers, cfg.units, cfg.norm, cfg.act, zero_out=True)
+        self.register_buffer("bins", symlog_bins(bins), persistent=False)
+
+    def forward(self, feat: Tensor) -> TwoHotSymlog:
+        return TwoHotSymlog(self.net(feat), self.bins)
+
+
+class Actor(nn.Module):
+    def __init__(self, din: int, act_dim: int, discrete: bool, cfg: AgentConfig):
+        super().__init__()
+        self.discrete, self.cfg = discrete, cfg
+        self.net = MLP(din, act_dim if discrete else 2 * act_dim, cfg.layers, cfg.units, cfg.norm,
+                       cfg.act, out_scale=0.01)
+
+    def forward(self, feat: Tensor):
+        out = self.net(feat)
+        if self.discrete:
+            return OneHotPolicy(out, self.cfg.actor_unimix)
+        return BoundedNormal(out, self.cfg.min_std, self.cfg.max_std)
+
+
+class ActorCritic(nn.Module):
+    """Actor, critic, slow critic and return normaliser, with their optimisers."""
+
+    def __init__(self, feat_dim: int, act_dim: int, discrete: bool, cfg: AgentConfig,
+                 ocfg: OptimConfig):
+        super().__init__()
+        self.cfg, self.discrete = cfg, discrete
+        self.actor = Actor(feat_dim, act_dim, discrete, cfg)
+        self.critic = Critic(feat_dim, cfg)
+        self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        self.retnorm = PercentileScale(cfg.retnorm_decay, cfg.retnorm_limit)
+        grad = cfg.actor_grad
+        self.actor_grad = ("reinforce" if discrete else "dynamics") if grad == "auto" else grad
+        if discrete and self.actor_grad == "dynamics":
+            raise ValueError("actor_grad=dynamics needs continuous actions; use reinforce")
+        lr_a, lr_c = ocfg.actor_lr, ocfg.critic_lr
+        self.actor_opt = Optim(list(self.actor.parameters()), ocfg.kind, lr_a, ocfg.ac_eps, ocfg.ac_clip)
+        self.critic_opt = Optim(list(self.critic.parameters()), ocfg.kind, lr_c, ocfg.ac_eps,
+                                ocfg.ac_clip)
+
+    def value(self, feat: Tensor, slow: bool = False) -> Tensor:
+        return (self.slow_critic if slow else self.critic)(feat).mean
+
+    def policy(self, feat: Tensor):
+        return self.actor(feat)
+
+    @torch.no_grad()
+    def update_slow(self) -> None:
+        d = self.cfg.slow_decay
+        for s, p in zip(self.slow_critic.parameters(), self.critic.parameters(), strict=True):
+            s.mul_(d).add_((1 - d) * p)
+
+    def train_step(self, wm: Backbone, obs: Observed, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        cfg = self.cfg
+        start = obs.start
+        is_terminal = batch["is_terminal"].reshape(-1).float()
+        if cfg.imag_starts and cfg.imag_starts < is_terminal.shape[0]:
+            idx = torch.randperm(is_terminal.shape[0], device=is_terminal.device)[: cfg.imag_starts]
+            start = type(start)(*(getattr(start, f)[idx] for f in start.__dataclass_fields__))
+            is_terminal = is_terminal[idx]
+        dyn_grad = self.actor_grad == "dynamics"
+        ctx = torch.enable_grad() if dyn_grad else torch.no_grad()
+        with ctx:
+            imag = wm.imagine(start, lambda f: self.actor(f).rsample(), cfg.horizon, grad=dyn_grad)
+        feat = imag.feat                                            # [H+1, N, F]
+        cont = imag.cont.clone()
+        cont[0] = 1.0 - is_terminal                                 # the start state's real flag
+        weight = torch.cumprod(cont, 0).detach()                    # [H+1, N]
+        value = self.critic(feat).mean                              # [H+1, N]
+        ret = lambda_returns(imag.reward, cont, value, cfg.gamma, cfg.lam)  # [H, N]
+        # ---- actor (eq. 8, 9)
+        self.retnorm.update(ret)
+        scale = self.retnorm.scale()
+        adv = (ret - value[:-1]) / scale
+        pol = self.actor(feat[:-1].detach())
+        ent = pol.entropy()
+        if dyn_grad:
+            actor_obj = adv
+        else:
+            actor_obj = pol.log_prob(imag.action[:-1].detach()) * adv.detach()
+        actor_loss = -(weight[:-1] * (actor_obj + cfg.actor_ent * ent)).mean() * cfg.actor_scale
+        self.actor_opt.zero_grad()
+        actor_loss.backward()
+        actor_gn = self.actor_opt.step()
+        # ---- critic (eq. 7) with the slow-critic regulariser
+        fd = feat[:-1].detach()
+        dist = self.critic(fd)
+        target = ret.detach()
+        slow = self.slow_critic(fd).mean.detach()
+        critic_loss = -dist.log_prob(target) - cfg.slowreg * dist.log_prob(slow)
+        critic_loss = (weight[:-1] * critic_loss).mean() * cfg.critic_scale
+        if cfg.repval_scale > 0:
+            critic_loss = critic_loss + cfg.repval_scale * self._repval_loss(obs, batch, ret)
+        self.critic_opt.zero_grad()
+        critic_loss.backward()
+        critic_gn = self.critic_opt.step()
+        self.update_slow()
+        return {
+            "agent/actor_loss": actor_loss.detach(), "agent/critic_loss": critic_loss.detach(),
+            "agent/entropy": ent.mean().detach(), "agent/return": ret.mean().detach(),
+            "agent/value": value.mean().detach(), "agent/retnorm_scale": scale.detach(),
+            "agent/adv_std": adv.std().detach(), "agent/actor_gradnorm": actor_gn,
+            "agent/critic_gradnorm": critic_gn, "agent/imag_reward": imag.reward[1:].mean().detach(),
+        }
+
+    def _repval_loss(self, obs: Observed, batch: dict[str, Tensor], imag_ret: Tensor) -> Tensor:
+        """DreamerV3 2025 replay value loss: lambda-returns along the *replayed* trajectory that
+        bootstrap from the imagined return of each state, regressed by the critic on the
+        posterior features. Only used when every posterior state started an imagination."""
+        B, T = batch["reward"].shape
+        if imag_ret.shape[1] != B * T:
+            return torch.zeros(())
+        boot = imag_ret[0].reshape(B, T).detach()                   # R^lambda from each start
+        feat = obs.post.detach()
+        rew = batch["reward"].float()
+        con = 1.0 - batch["is_terminal"].float()
+        first = batch["is_first"].bool()
+        last = boot[:, -1]
+        rets = [last]
+        for t in reversed(range(T - 1)):
+            step = rew[:, t + 1] + self.cfg.gamma * con[:, t + 1] * (
+                (1 - self.cfg.lam) * boot[:, t + 1] + self.cfg.lam * last)
+            last = torch.where(first[:, t + 1], boot[:, t], step)   # no return across episodes
+            rets.append(last)
+        target = torch.stack(rets[::-1], 1)                         # [B, T]
+        return -self.critic(feat).log_prob(target).mean()

@@ -1,0 +1,220 @@
+"""Building blocks: normalised dense layers, MLPs, CNN encoder/decoder, GRU cells.
+
+DreamerV3 2023 uses LayerNorm + SiLU; the 2025 version RMSNorm + SiLU and a block-diagonal GRU.
+Both are selected by ``norm`` / ``gru`` arguments so presets can switch between them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-4):
+        super().__init__()
+        self.eps = eps
+        self.scale = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.scale
+
+
+def make_norm(kind: str, dim: int) -> nn.Module:
+    if kind == "layer":
+        return nn.LayerNorm(dim, eps=1e-3)
+    if kind == "rms":
+        return RMSNorm(dim)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown norm {kind!r}; choose from layer, rms, none")
+
+
+def make_act(kind: str) -> nn.Module:
+    acts = {"silu": nn.SiLU, "elu": nn.ELU, "relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
+    if kind not in acts:
+        raise ValueError(f"unknown activation {kind!r}; choose from {', '.join(acts)}")
+    return acts[kind]()
+
+
+class NormDense(nn.Module):
+    """Linear (no bias when normalised) -> Norm -> Act: DreamerV3's dense layer."""
+
+    def __init__(self, din: int, dout: int, norm: str = "layer", act: str = "silu"):
+        super().__init__()
+        self.linear = nn.Linear(din, dout, bias=norm == "none")
+        self.norm = make_norm(norm, dout)
+        self.act = make_act(act)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.norm(self.linear(x)))
+
+
+class MLP(nn.Module):
+    """``layers`` NormDense layers of ``units``, then an optional linear output (``dout``).
+
+    ``zero_out`` zero-initialises the output layer (DreamerV3: reward and critic heads).
+    """
+
+    def __init__(self, din: int, dout: int | None, layers: int, units: int, norm: str = "layer",
+                 act: str = "silu", zero_out: bool = False, out_scale: float = 1.0):
+        super().__init__()
+        mods: list[nn.Module] = []
+        d = din
+        for _ in range(layers):
+            mods.append(NormDense(d, units, norm, act))
+            d = units
+        self.body = nn.Sequential(*mods)
+        self.out = None
+        self.dout = d
+        if dout is not None:
+            self.out = nn.Linear(d, dout)
+            if zero_out:
+                nn.init.zeros_(self.out.weight)
+                nn.init.zeros_(self.out.bias)
+            elif out_scale != 1.0:
+                self.out.weight.data.mul_(out_scale)
+            self.dout = dout
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.body(x)
+        return self.out(x) if self.out is not None else x
+
+
+class ChannelNorm(nn.Module):
+    """Normalise conv features over channels at each pixel (DreamerV3's image layers)."""
+
+    def __init__(self, kind: str, ch: int):
+        super().__init__()
+        self.norm = make_norm(kind, ch)
+
+    def forward(self, x: Tensor) -> Tensor:  # [N, C, H, W]
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class ConvEncoder(nn.Module):
+    """Image [N, C, 64, 64] uint8-scaled to [-0.5, 0.5] -> flat features; channels depth*2^i."""
+
+    def __init__(self, in_ch: int, depth: int = 32, stages: int = 4, norm: str = "layer",
+                 act: str = "silu", size: tuple[int, int] = (64, 64)):
+        super().__init__()
+        mods: list[nn.Module] = []
+        ch = in_ch
+        for i in range(stages):
+            out = depth * 2**i
+            mods += [nn.Conv2d(ch, out, 4, 2, 1, bias=norm == "none"), ChannelNorm(norm, out),
+                     make_act(act)]
+            ch = out
+        self.net = nn.Sequential(*mods)
+        self.out_shape = (ch, size[0] // 2**stages, size[1] // 2**stages)
+        self.dout = int(math.prod(self.out_shape))
+
+    def forward(self, x: Tensor) -> Tensor:
+        lead = x.shape[:-3]
+        y = self.net(x.reshape(-1, *x.shape[-3:]))
+        return y.reshape(*lead, -1)
+
+
+class ConvDecoder(nn.Module):
+    """Features -> image mean in [-0.5, 0.5] space, mirroring :class:`ConvEncoder`."""
+
+    def __init__(self, din: int, out_ch: int, depth: int = 32, stages: int = 4, norm: str = "layer",
+                 act: str = "silu", size: tuple[int, int] = (64, 64)):
+        super().__init__()
+        ch = depth * 2 ** (stages - 1)
+        self.start = (ch, size[0] // 2**stages, size[1] // 2**stages)
+        self.linear = nn.Linear(din, int(math.prod(self.start)))
+        mods: list[nn.Module] = []
+        for i in reversed(range(stages)):
+            last = i == 0
+            out = out_ch if last else depth * 2 ** (i - 1)
+            mods.append(nn.ConvTranspose2d(ch, out, 4, 2, 1, bias=last or norm == "none"))
+            if not last:
+                mods += [ChannelNorm(norm, out), make_act(act)]
+            ch = out
+        self.net = nn.Sequential(*mods)
+
+    def forward(self, x: Tensor) -> Tensor:
+        lead = x.shape[:-1]
+        y = self.linear(x.reshape(-1, x.shape[-1])).reshape(-1, *self.start)
+        y = self.net(y)
+        return y.reshape(*lead, *y.shape[1:])
+
+
+class LayerNormGRU(nn.Module):
+    """DreamerV3 2023 GRU: one linear on [x, h] -> LayerNorm -> gates; update bias -1."""
+
+    def __init__(self, din: int, deter: int, norm: str = "layer"):
+        super().__init__()
+        self.linear = nn.Linear(din + deter, 3 * deter, bias=norm == "none")
+        self.norm = make_norm(norm, 3 * deter)
+
+    def forward(self, x: Tensor, h: Tensor) -> Tensor:
+        parts = self.norm(self.linear(torch.cat([x, h], -1)))
+        reset, cand, update = parts.chunk(3, -1)
+        reset = torch.sigmoid(reset)
+        cand = torch.tanh(reset * cand)
+        update = torch.sigmoid(update - 1)
+        return update * cand + (1 - update) * h
+
+
+class BlockLinear(nn.Module):
+    """Block-diagonal linear: ``blocks`` independent maps of din/blocks -> dout/blocks."""
+
+    def __init__(self, din: int, dout: int, blocks: int, bias: bool = True):
+        super().__init__()
+        assert din % blocks == 0 and dout % blocks == 0, (din, dout, blocks)
+        self.blocks = blocks
+        self.weight = nn.Parameter(torch.empty(blocks, din // blocks, dout // blocks))
+        nn.init.kaiming_uniform_(self.weight.view(blocks * (din // blocks), -1), a=math.sqrt(5))
+        self.bias = nn.Parameter(torch.zeros(dout)) if bias else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        lead = x.shape[:-1]
+        xb = x.reshape(-1, self.blocks, x.shape[-1] // self.blocks)
+        y = torch.einsum("nbi,bio->nbo", xb, self.weight).reshape(*lead, -1)
+        return y + self.bias if self.bias is not None else y
+
+
+class BlockGRU(nn.Module):
+    """DreamerV3 2025 GRU: deter split into ``blocks`` groups, each mixing its own deter slice with
+    the shared input embedding through ``dynlayers`` block-linear layers before the gates."""
+
+    def __init__(self, din: int, deter: int, blocks: int = 8, hidden: int | None = None,
+                 dynlayers: int = 1, norm: str = "rms", act: str = "silu"):
+        super().__init__()
+        self.blocks = blocks
+        hidden = hidden or deter
+        g = blocks
+        self.inp = nn.Linear(din, hidden)  # shared embedding of [z, a] broadcast to every block
+        layers: list[nn.Module] = []
+        d = deter + g * hidden
+        for _ in range(dynlayers):
+            layers += [BlockLinear(d, deter, g, bias=False), make_norm(norm, deter), make_act(act)]
+            d = deter
+        self.mix = nn.Sequential(*layers)
+        self.gates = BlockLinear(d, 3 * deter, g)
+
+    def forward(self, x: Tensor, h: Tensor) -> Tensor:
+        g = self.blocks
+        lead = h.shape[:-1]
+        e = self.inp(x)  # [..., hidden]
+        hb = h.reshape(*lead, g, -1)
+        eb = e.unsqueeze(-2).expand(*lead, g, e.shape[-1])
+        y = torch.cat([hb, eb], -1).reshape(*lead, -1)
+        y = self.mix(y)
+        parts = self.gates(y).reshape(*lead, g, 3, -1)
+        reset, cand, update = parts.unbind(-2)
+        reset = torch.sigmoid(reset)
+        cand = torch.tanh(reset * cand)
+        update = torch.sigmoid(update - 1)
+        out = update * cand + (1 - update) * hb
+        return out.reshape(*lead, -1)
+
+
+def flat_onehot(x: Tensor, classes: int) -> Tensor:
+    return F.one_hot(x, classes).float()

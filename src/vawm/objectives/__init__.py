@@ -1,0 +1,28 @@
+"""Value-aware objectives. Each module defines one objective; ``build_objective`` picks it.
+
+An objective receives what a backbone exposes (:class:`vawm.worldmodels.base.Observed`) plus a
+:class:`Context`, and returns a :class:`Contribution`: extra loss terms added to the world-model
+loss, optional per-step weights [B, T] that multiply the backbone's terms, and metrics.
+"""
+
+from __future__ import annotations
+
+from vawm.objectives.base import Context, Contribution, NoObjective, Objective
+
+
+def build_objective(name: str, cfg, feat_dim: int) -> Objective:
+    if name == "none":
+        return NoObjective()
+    if name == "var":
+        from vawm.objectives.var import ValueAlignment
+        return ValueAlignment(cfg.var)
+    if name == "tempo":
+        from vawm.objectives.tempo import Tempo
+        return Tempo(cfg.tempo, feat_dim)
+    if name == "dream-critic":
+        from vawm.objectives.dream_critic import DreamCritic
+        return DreamCritic(cfg.dream_critic, feat_dim)
+    raise ValueError(f"unknown objective {name!r}; valid: none, var, tempo, dream-critic")
+
+
+__all__ = ["Context", "Contribution", "Objective", "NoObjective", "build_objective"]

@@ -1,0 +1,80 @@
+"""The seam between backbones, objectives and behaviour learning.
+
+A backbone turns a replayed batch into an :class:`Observed` (states and unreduced per-step loss
+terms), reduces those terms into its maximum-likelihood loss (optionally with per-step weights),
+and rolls its dynamics forward in imagination. Objectives only ever see these plain tensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass
+class Observed:
+    """What a backbone returns for a replayed batch (all [B, T, ...])."""
+    post: Tensor                # features of s_t = (h_t, z_t), z_t ~ q(z | h_t, o_t)
+    prior: Tensor               # features of s~_t = (h_t, z~_t), z~_t ~ p(z | h_t)
+    post_logits: Tensor | None  # [B, T, S, C] normalised log-probs (categorical backbones)
+    prior_logits: Tensor | None
+    terms: dict[str, Tensor]    # per-step, unreduced [B, T]: recon, reward, cont, dyn, rep (raw KL)
+    start: Any = None           # backbone state at every (b, t), flattened, to start imagination
+    extras: dict[str, Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class Imagined:
+    """An imagined rollout of horizon H from N start states (time-major)."""
+    feat: Tensor                # [H+1, N, F]; index 0 is the start state
+    action: Tensor              # [H+1, N, A]; action taken at each state (last is sampled too)
+    reward: Tensor              # [H+1, N] predicted reward on arrival (index 0: unused)
+    cont: Tensor                # [H+1, N] predicted continuation probability (index 0: from data)
+
+
+class Policy(Protocol):
+    def __call__(self, feat: Tensor) -> Any: ...  # returns a distribution with sample()/rsample()
+
+
+class Backbone(nn.Module):
+    """Interface every world model implements (``rssm``, ``tssm``, ``vae-lstm``, ``latent``)."""
+
+    feat_dim: int
+    #: names of the per-step terms that ``loss`` sums (and that weights multiply)
+    term_names: tuple[str, ...] = ()
+
+    def observe(self, batch: dict[str, Tensor]) -> Observed:
+        raise NotImplementedError
+
+    def loss(self, obs: Observed, weights: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """Scalar ML loss; ``weights`` [B, T] multiply each step's terms *before* free bits."""
+        raise NotImplementedError
+
+    def imagine(self, start: Any, policy: Policy, horizon: int, grad: bool = False) -> Imagined:
+        raise NotImplementedError
+
+    def reward_mean(self, feat: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def cont_prob(self, feat: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    # acting in the environment
+    def initial_carry(self, n: int) -> Any:
+        raise NotImplementedError
+
+    def act_step(self, carry: Any, obs: Tensor, prev_action: Tensor, is_first: Tensor
+                 ) -> tuple[Any, Tensor]:
+        """One filtering step while acting: returns (new carry, feature [N, F])."""
+        raise NotImplementedError
+
+
+def flatten_bt(x: Tensor) -> Tensor:
+    return x.reshape(-1, *x.shape[2:])
+
+
+def no_grad_if(cond: bool):
+    return torch.no_grad() if cond else torch.enable_grad()

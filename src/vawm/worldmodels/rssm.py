@@ -1,0 +1,210 @@
+"""DreamerV3's recurrent state-space model (``rssm``), 2023 and 2025 variants.
+
+    sequence model   h_t  = f(h_{t-1}, z_{t-1}, a_{t-1})            (GRU; block GRU in 2025)
+    encoder          z_t  ~ q(z_t | h_t, o_t)                        (32 x 32 categorical, 1% unimix)
+    dynamics         z~_t ~ p(z~_t | h_t)
+    decoder / heads  o_t, r_t (255-bin symlog twohot), c_t (Bernoulli)  from s_t = (h_t, z_t)
+
+Loss (``000`` eq. 3):  beta_pred L_pred + beta_dyn max(1, KL[sg(q) || p]) + beta_rep max(1, KL[q || sg(p)])
+with free bits per (batch, time) sample. ``000`` writes sg() on both sides of the rep term; we read it
+as DreamerV3 does (SPEC): dyn stops the posterior's gradient, rep stops the prior's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vawm.config import RSSMConfig
+from vawm.nets.dist import (
+    TwoHotSymlog,
+    free_bits,
+    kl_split,
+    sample_categorical_st,
+    symlog,
+    symlog_bins,
+    unimix_logits,
+)
+from vawm.nets.layers import (
+    MLP,
+    BlockGRU,
+    ConvDecoder,
+    ConvEncoder,
+    LayerNormGRU,
+    NormDense,
+    make_act,
+    make_norm,
+)
+from vawm.worldmodels.base import Backbone, Imagined, Observed
+
+
+@dataclass
+class RState:
+    deter: Tensor   # [N, D]
+    stoch: Tensor   # [N, S, C] one-hot (straight-through)
+
+    def feat(self) -> Tensor:
+        return torch.cat([self.deter, self.stoch.flatten(-2)], -1)
+
+
+class RSSM(Backbone):
+    term_names = ("recon", "reward", "cont", "dyn", "rep")
+
+    def __init__(self, cfg: RSSMConfig, obs_shape: tuple[int, ...], act_dim: int,
+                 image: bool):
+        super().__init__()
+        self.cfg, self.obs_shape, self.act_dim, self.image = cfg, tuple(obs_shape), act_dim, image
+        S, C, D, H = cfg.stoch, cfg.classes, cfg.deter, cfg.hidden
+        self.feat_dim = D + S * C
+        n, a = cfg.norm, cfg.act
+        if image:
+            self.encoder = ConvEncoder(obs_shape[0], cfg.cnn_depth, 4, n, a, obs_shape[1:])
+            self.decoder = ConvDecoder(self.feat_dim, obs_shape[0], cfg.cnn_depth, 4, n, a,
+                                       obs_shape[1:])
+        else:
+            self.encoder = MLP(obs_shape[0], None, cfg.layers, cfg.units, n, a)
+            self.decoder = MLP(self.feat_dim, obs_shape[0], cfg.layers, cfg.units, n, a)
+        embed = self.encoder.dout
+        self.img_in = NormDense(S * C + act_dim, H, n, a)
+        if cfg.gru == "block":
+            self.gru = BlockGRU(H, D, cfg.blocks, H, cfg.dynlayers, n, a)
+        else:
+            self.gru = LayerNormGRU(H, D, n)
+        self.img_out = NormDense(D, H, n, a)
+        self.img_logits = nn.Linear(H, S * C)
+        # posterior layer on [h, e] split in two so the embedding half runs once for all T
+        self.obs_h = nn.Linear(D, H, bias=False)
+        self.obs_e = nn.Linear(embed, H, bias=n == "none")
+        self.obs_norm, self.obs_act = make_norm(n, H), make_act(a)
+        self.obs_logits = nn.Linear(H, S * C)
+        self.h0 = nn.Parameter(torch.zeros(D))  # learned initial state (DreamerV3 "learned")
+        self.register_buffer("bins", symlog_bins(cfg.reward_bins), persistent=False)
+        self.reward_head = MLP(self.feat_dim, cfg.reward_bins, cfg.head_layers, cfg.units, n, a,
+                               zero_out=True)
+        self.cont_head = MLP(self.feat_dim, 1, cfg.head_layers, cfg.units, n, a)
+
+    # ------------------------------------------------------------------ pieces
+    def _logits(self, x: Tensor) -> Tensor:
+        S, C = self.cfg.stoch, self.cfg.classes
+        return unimix_logits(x.reshape(*x.shape[:-1], S, C), self.cfg.unimix)
+
+    def prior_logits(self, deter: Tensor) -> Tensor:
+        return self._logits(self.img_logits(self.img_out(deter)))
+
+    def initial(self, n: int) -> RState:
+        deter = torch.tanh(self.h0).expand(n, -1)
+        logits = self.prior_logits(deter)
+        stoch = F.one_hot(logits.argmax(-1), self.cfg.classes).to(deter.dtype)
+        return RState(deter, stoch)
+
+    def img_step(self, s: RState, action: Tensor) -> RState:
+        """s_t, a_t -> prior state s~_{t+1} (the dynamics alone)."""
+        x = self.img_in(torch.cat([s.stoch.flatten(-2), action], -1))
+        deter = self.gru(x, s.deter)
+        stoch = sample_categorical_st(self.prior_logits(deter))
+        return RState(deter, stoch)
+
+    def encode(self, obs: Tensor) -> Tensor:
+        if self.image:
+            return self.encoder(obs.float() / 255.0 - 0.5)
+        return self.encoder(symlog(obs.float()))
+
+    def reward_dist(self, feat: Tensor) -> TwoHotSymlog:
+        return TwoHotSymlog(self.reward_head(feat), self.bins)
+
+    def reward_mean(self, feat: Tensor) -> Tensor:
+        return self.reward_dist(feat).mean
+
+    def cont_prob(self, feat: Tensor) -> Tensor:
+        return torch.sigmoid(self.cont_head(feat).squeeze(-1))
+
+    # ------------------------------------------------------------------ filtering
+    def _obs_step(self, s: RState, prev_action: Tensor, e_proj: Tensor, is_first: Tensor,
+                  init: RState) -> tuple[RState, Tensor]:
+        """Posterior step: reset where ``is_first``, then h_t = f(h, z, a) and z_t ~ q(z | h_t, e_t)."""
+        m = is_first.to(s.deter.dtype).unsqueeze(-1)                  # [N, 1]
+        deter = torch.lerp(s.deter, init.deter, m)
+        stoch = torch.lerp(s.stoch, init.stoch, m.unsqueeze(-1))
+        prev_action = prev_action * (1 - m)
+        x = self.img_in(torch.cat([stoch.flatten(-2), prev_action], -1))
+        deter = self.gru(x, deter)
+        post = self._logits(self.obs_logits(self.obs_act(self.obs_norm(self.obs_h(deter) + e_proj))))
+        return RState(deter, sample_categorical_st(post)), post
+
+    def observe(self, batch: dict[str, Tensor]) -> Observed:
+        # obs: [B, T, *obs_shape], action: [B, T, A] (taken at o_t), is_first: [B, T]
+        obs, action, is_first = batch["obs"], batch["action"], batch["is_first"]
+        B, T = is_first.shape
+        e_proj = self.obs_e(self.encode(obs))                        # [B, T, H]
+        prev_action = torch.cat([torch.zeros_like(action[:, :1]), action[:, :-1]], 1)
+        first = is_first.clone()
+        first[:, 0] = True                                           # each replayed chunk starts fresh
+        init = self.initial(B)
+        s = init
+        deters, stochs, posts = [], [], []
+        for t in range(T):
+            s, post = self._obs_step(s, prev_action[:, t], e_proj[:, t], first[:, t], init)
+            deters.append(s.deter)
+            stochs.append(s.stoch)
+            posts.append(post)
+        deter = torch.stack(deters, 1)                               # [B, T, D]
+        stoch = torch.stack(stochs, 1)                               # [B, T, S, C]
+        post_logits = torch.stack(posts, 1)
+        prior_logits = self.prior_logits(deter)
+        prior_stoch = sample_categorical_st(prior_logits)
+        post_feat = torch.cat([deter, stoch.flatten(-2)], -1)
+        prior_feat = torch.cat([deter, prior_stoch.flatten(-2)], -1)
+        terms = self._terms(batch, post_feat, post_logits, prior_logits)
+        start = RState(deter.reshape(B * T, -1), stoch.reshape(B * T, *stoch.shape[2:]))
+        return Observed(post_feat, prior_feat, post_logits, prior_logits, terms, start)
+
+    def _terms(self, batch, feat, post_logits, prior_logits) -> dict[str, Tensor]:
+        obs = batch["obs"]
+        if self.image:
+            target = obs.float() / 255.0 - 0.5
+            recon = (self.decoder(feat) - target).pow(2).sum((-3, -2, -1))
+        else:
+            recon = (self.decoder(feat) - symlog(obs.float())).pow(2).sum(-1)
+        reward = -self.reward_dist(feat).log_prob(batch["reward"])
+        cont_target = 1.0 - batch["is_terminal"].float()
+        cont = F.binary_cross_entropy_with_logits(self.cont_head(feat).squeeze(-1), cont_target,
+                                                  reduction="none")
+        dyn, rep = kl_split(post_logits, prior_logits)
+        return {"recon": recon, "reward": reward, "cont": cont, "dyn": dyn, "rep": rep}
+
+    def loss(self, obs: Observed, weights: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        c, t = self.cfg, obs.terms
+        w = 1.0 if weights is None else weights
+        pred = c.recon_scale * t["recon"] + c.reward_scale * t["reward"] + c.cont_scale * t["cont"]
+        dyn = free_bits(w * t["dyn"], c.free_nats)                 # weights before free bits
+        rep = free_bits(w * t["rep"], c.free_nats)
+        total = c.beta_pred * w * pred + c.beta_dyn * dyn + c.beta_rep * rep
+        metrics = {f"wm/loss_{k}": v.detach().mean() for k, v in t.items()}
+        metrics["wm/post_ent"] = -(obs.post_logits.exp() * obs.post_logits).sum((-2, -1)).mean().detach()
+        metrics["wm/prior_ent"] = -(obs.prior_logits.exp() * obs.prior_logits).sum((-2, -1)).mean().detach()
+        return total.mean(), metrics
+
+    # ------------------------------------------------------------------ imagination / acting
+    def imagine(self, start: RState, policy, horizon: int, grad: bool = False) -> Imagined:
+        s = RState(start.deter.detach(), start.stoch.detach())
+        feats, actions = [s.feat()], []
+        for _ in range(horizon):
+            a = policy(feats[-1].detach() if not grad else feats[-1])
+            actions.append(a)
+            s = self.img_step(s, a)
+            feats.append(s.feat())
+        actions.append(policy(feats[-1].detach() if not grad else feats[-1]))
+        feat = torch.stack(feats, 0)
+        return Imagined(feat, torch.stack(actions, 0), self.reward_mean(feat), self.cont_prob(feat))
+
+    def initial_carry(self, n: int):
+        return (self.initial(n), torch.zeros(n, self.act_dim))
+
+    def act_step(self, carry, obs: Tensor, prev_action: Tensor, is_first: Tensor):
+        s, _ = carry
+        e_proj = self.obs_e(self.encode(obs))
+        s, _ = self._obs_step(s, prev_action, e_proj, is_first, self.initial(obs.shape[0]))
+        return (s, prev_action), s.feat()
