@@ -144,6 +144,39 @@ class DreamCriticConfig:
 
 
 @dataclass
+class TSSMConfig:
+    """STORM transformer state-space model (``000`` App. L.1, Tables 7–14). Owned by tssm.py."""
+    stoch: int = 32
+    classes: int = 32
+    unimix: float = 0.01
+    dim: int = 512              # D
+    layers: int = 2             # K transformer blocks
+    heads: int = 8
+    dropout: float = 0.1
+    max_len: int = 128          # positional-encoding length
+    free_nats: float = 1.0
+    beta_dyn: float = 0.5
+    beta_rep: float = 0.1
+    cnn_depth: int = 32
+    units: int = 512            # MLP width for vector obs / heads
+    layers_mlp: int = 2
+    context: int = 8            # imagination context length (real steps through the KV cache)
+    reward_bins: int = 255
+
+
+@dataclass
+class VAELSTMConfig:
+    """World Models VAE + LSTM (``002`` §3.1, §4.1). Owned by vae_lstm.py."""
+    latent: int = 32
+    hidden: int = 256           # VAE MLP width (2 layers, ReLU)
+    lstm: int = 128
+    beta_start: float = 1.0     # KL weight annealed beta_start -> beta_end
+    beta_end: float = 0.1
+    beta_anneal: int = 10_000   # world-model updates of the annealing
+    cnn_depth: int = 32
+
+
+@dataclass
 class Config:
     env: str = "gym:CartPole-v1"
     backbone: str = "rssm"
@@ -159,9 +192,11 @@ class Config:
     var: VarConfig = field(default_factory=VarConfig)
     tempo: TempoConfig = field(default_factory=TempoConfig)
     dream_critic: DreamCriticConfig = field(default_factory=DreamCriticConfig)
+    tssm: TSSMConfig = field(default_factory=TSSMConfig)
+    vae_lstm: VAELSTMConfig = field(default_factory=VAELSTMConfig)
 
 
-BACKBONES = ("rssm",)
+BACKBONES = ("rssm", "tssm", "vae-lstm")
 OBJECTIVES = ("none", "var", "tempo", "dream-critic")
 
 
@@ -255,8 +290,17 @@ def set_path(cfg: Any, path: str, raw: str) -> None:
 
 # ---------------------------------------------------------------------------- presets
 def load_presets() -> dict[str, dict]:
-    text = resources.files("vawm").joinpath("configs/presets.yaml").read_text()
-    return yaml.safe_load(text)
+    """All presets from every ``vawm/configs/*.yaml`` (one file per topic; names must be unique)."""
+    out: dict[str, dict] = {}
+    folder = resources.files("vawm").joinpath("configs")
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if not entry.name.endswith(".yaml"):
+            continue
+        for name, body in (yaml.safe_load(entry.read_text()) or {}).items():
+            if name in out:
+                raise ConfigError(f"preset {name!r} is defined twice (second time in {entry.name})")
+            out[str(name)] = body
+    return out
 
 
 def preset_names() -> list[str]:

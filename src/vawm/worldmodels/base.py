@@ -56,6 +56,10 @@ class Backbone(nn.Module):
     def imagine(self, start: Any, policy: Policy, horizon: int, grad: bool = False) -> Imagined:
         raise NotImplementedError
 
+    def representation_parameters(self) -> list[nn.Parameter]:
+        """Encoder + dynamics parameters (what TEMPO's upper-level gradient is taken over)."""
+        return list(self.parameters())
+
     def reward_mean(self, feat: Tensor) -> Tensor:
         raise NotImplementedError
 

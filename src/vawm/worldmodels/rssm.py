@@ -86,6 +86,16 @@ class RSSM(Backbone):
                                zero_out=True)
         self.cont_head = MLP(self.feat_dim, 1, cfg.head_layers, cfg.units, n, a)
 
+    @classmethod
+    def from_config(cls, cfg, info: dict) -> RSSM:
+        return cls(cfg.rssm, tuple(info["obs_shape"]), info["action_dim"], info["obs_kind"] == "image")
+
+    def representation_parameters(self) -> list[nn.Parameter]:
+        """Encoder + dynamics (sequence model, posterior and prior); no decoder or heads."""
+        mods = [self.encoder, self.img_in, self.gru, self.img_out, self.img_logits, self.obs_h,
+                self.obs_e, self.obs_norm, self.obs_logits]
+        return [p for m in mods for p in m.parameters()] + [self.h0]
+
     # ------------------------------------------------------------------ pieces
     def _logits(self, x: Tensor) -> Tensor:
         S, C = self.cfg.stoch, self.cfg.classes

@@ -1,0 +1,145 @@
+"""``vawm sweep FILE.yaml --root DIR``: run a grid of ``vawm train`` cells, resumably."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import signal
+import sys
+import time
+from pathlib import Path
+
+from vawm.sweep.cell import SWEEP_DIR, cell_status, read_json, write_json
+from vawm.sweep.execute import RAY_HINT, Progress, ray_available, run_ray, run_sequential
+from vawm.sweep.spec import Cell, Sweep, SweepError, load_sweep, select
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="vawm sweep",
+        description="Run every cell (method x env x seed) of a sweep file as its own run "
+                    "directory under --root. Finished cells are skipped, unfinished ones resume "
+                    "from their checkpoints; re-run the same command to continue a sweep.")
+    p.add_argument("file", help="sweep YAML (see experiments/ and docs/sweeps.md)")
+    p.add_argument("--root", help="directory for the run directories (default: runs/<name>)")
+    p.add_argument("--address", help="an existing Ray cluster (e.g. auto, HEAD_IP:6379, "
+                                     "ray://HEAD_IP:10001); default: start Ray on this machine")
+    p.add_argument("--no-ray", action="store_true",
+                   help="run the cells one after another even if Ray is installed")
+    p.add_argument("--max-concurrent", type=int, help="most cells running at once")
+    p.add_argument("--cpus-per-cell", type=float, help="Ray CPUs per cell (resources.cpus)")
+    p.add_argument("--gpus-per-cell", type=float, help="Ray GPUs per cell (resources.gpus)")
+    p.add_argument("--retries", type=int, help="retries of a failing cell (default: the file's, "
+                                               "else 2)")
+    p.add_argument("--only", action="append", default=[], metavar="KEY=VALUE",
+                   help="run only matching cells (method, backbone, objective, env, seed; "
+                        "comma-separated values); repeatable")
+    p.add_argument("--dry-run", action="store_true", help="list the cells and their state, "
+                                                          "run nothing")
+    p.add_argument("--train-cmd", help="command that replaces 'python -m vawm train' for each "
+                                       "cell, e.g. to run it in a container")
+    p.add_argument("--no-progress", action="store_true", help="no progress display")
+    return p
+
+
+def find_conflicts(cells: list[Cell], root: Path) -> list[str]:
+    """Cells whose recorded arguments differ from this sweep's (same directory, other run)."""
+    out = []
+    for c in cells:
+        state = read_json(root / SWEEP_DIR / "cells" / f"{c.key}.json")
+        if state is not None and state.get("argv") != c.train_args():
+            out.append(f"{c.name}: was {shlex.join(state.get('argv') or [])!r}, "
+                       f"now {shlex.join(c.train_args())!r}")
+    return out
+
+
+def describe(sweep: Sweep, cells: list[Cell], root: Path) -> str:
+    """A dry-run listing: compute statement, then every cell with its state."""
+    lines = [f"sweep {sweep.name}: {len(cells)} cells under {root}"]
+    if sweep.description:
+        lines.append(f"  {sweep.description}")
+    for k, v in sweep.compute.items():
+        lines.append(f"  compute.{k}: {v}")
+    for c in cells:
+        lines.append(f"  [{cell_status(root / c.name):9s}] {c.name}  vawm train "
+                     f"{shlex.join(c.train_args())}")
+    return "\n".join(lines)
+
+
+def _raise_interrupt(signum, frame):  # SIGTERM -> the same clean stop as Ctrl-C
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        sweep = load_sweep(args.file)
+        cells = select(sweep.cells, args.only)
+    except SweepError as e:
+        print(f"vawm sweep: {e}", file=sys.stderr)
+        return 2
+    root = Path(args.root or Path("runs") / sweep.name).resolve()
+    if args.dry_run:
+        print(describe(sweep, cells, root))
+        return 0
+    conflicts = find_conflicts(cells, root)
+    if conflicts:
+        print(f"vawm sweep: {len(conflicts)} cell(s) under {root} were started with other "
+              f"settings (first: {conflicts[0]}); use another --root or delete those cells",
+              file=sys.stderr)
+        return 2
+    use_ray = not args.no_ray and ray_available()
+    if args.address and not use_ray:
+        print(f"vawm sweep: --address needs Ray: {RAY_HINT}", file=sys.stderr)
+        return 2
+    retries = sweep.retries if args.retries is None else args.retries
+    max_conc = args.max_concurrent or sweep.max_concurrent
+    cpus = sweep.cpus if args.cpus_per_cell is None else args.cpus_per_cell
+    gpus = sweep.gpus if args.gpus_per_cell is None else args.gpus_per_cell
+    train_cmd = shlex.split(args.train_cmd) if args.train_cmd else None
+
+    write_json(root / SWEEP_DIR / f"{sweep.name}.json", sweep.manifest())
+    todo = [c for c in cells if cell_status(root / c.name) != "finished"]
+    skipped = len(cells) - len(todo)
+    log = sys.stderr
+    print(f"vawm sweep {sweep.name}: {len(cells)} cells under {root}; {skipped} already "
+          f"finished, {len(todo)} to run", file=log)
+    if not use_ray and len(todo) > 1 and not args.no_ray:
+        print(f"Ray is not installed: running the cells one after another. For parallel cells "
+              f"install it: {RAY_HINT}", file=log)
+    failed: list[dict] = []
+    progress = Progress(sweep.name, len(cells), skipped, enabled=not args.no_progress)
+    progress.update()
+
+    def on_result(res: dict) -> None:
+        if res["status"] != "finished":
+            failed.append(res)
+            progress.note(f"failed: {res['name']}: {res['error']}")
+
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    start = time.time()
+    payload = [c.to_json() for c in todo]
+    try:
+        if use_ray and todo:
+            run_ray(payload, str(root), retries, train_cmd, progress, on_result,
+                    address=args.address, cpus=cpus, gpus=gpus, max_concurrent=max_conc)
+        else:
+            run_sequential(payload, str(root), retries, train_cmd, progress, on_result)
+    except KeyboardInterrupt:
+        progress.close()
+        print(f"\nvawm sweep: interrupted after {time.time() - start:.0f}s; "
+              f"{progress.finished}/{len(cells)} cells finished. Run the same command again to "
+              f"resume the others.", file=log)
+        return 130
+    except RuntimeError as e:
+        progress.close()
+        print(f"vawm sweep: {e}", file=log)
+        return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    progress.close()
+    print(f"vawm sweep {sweep.name}: {progress.finished}/{len(cells)} finished, {len(failed)} "
+          f"failed in {time.time() - start:.0f}s", file=log)
+    for res in failed:
+        print(f"  failed: {res['name']}: {res['error']}", file=log)
+    return 1 if failed else 0
