@@ -11,6 +11,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
 
@@ -18,7 +19,21 @@ class CheckpointError(RuntimeError):
     pass
 
 
+def to_safe(obj):
+    """Recursively turn numpy arrays/scalars into tensors/Python scalars (loadable weights-only)."""
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(obj))
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        return {k: to_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_safe(v) for v in obj)
+    return obj
+
+
 def save(obj: dict, path: str | Path) -> None:
+    obj = to_safe(obj)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")

@@ -109,71 +109,113 @@ class RunConfig:
 
 @dataclass
 class VarConfig:
-    """Value-alignment regularisation (``000`` eq. 2–5)."""
-    scale: float = 1.0
-    warmup: int = 10_000        # world-model updates with L_var off (paper 1e4)
-    weight: str = "adaptive"    # adaptive: 1/max(1, sg(KL)) | static: ``static_beta``
-    static_beta: float = 0.5
-    per_sample: bool = True     # eq. 5 per (batch, time) sample; False: batch mean KL
-    beta_dyn: float = 0.5       # split of L_var like the KL: prior side
-    beta_rep: float = 0.1       # posterior side
+    """Value-alignment regularisation (``000`` eq. 2–5); see ``vawm/objectives/var.py``."""
+    scale: float = 1.0          # extra factor on beta_var * L_var (1 in ``000``)
+    warmup: int = 10_000        # world-model updates with L_var off (eq. 2, paper 1e4)
+    weight: str = "adaptive"    # adaptive: 1/max(1, sg(KL)) (eq. 5) | static: ``static_beta``
+    static_beta: float = 0.5    # Table 3 ablation: 0.5; App. D "large" weight: 50
+    per_sample: bool = True     # eq. 5 per (batch, time) sample; False: 1/max(1, batch-mean KL)
+    kl_floor: float = 1.0       # the 1 in max(1, KL) of eq. 5
+    beta_dyn: float = 0.5       # eq. 4 dyn side: KL[sg(V(s)) || V(s~)], trains the prior state
+    beta_rep: float = 0.1       # eq. 4 rep side: KL[V(s) || sg(V(s~))], trains the posterior state
+    direction: str = "post_prior"  # post_prior: KL[V(s) || V(s~)] (eq. 4) | prior_post: swapped
+    critic: str = "critic"      # V_theta of eq. 4: critic (online, ``000``) | slow (EMA critic)
 
 
 @dataclass
 class TempoConfig:
-    """TEMPO meta weighting (``003`` §2.2–2.3, App. C)."""
-    layers: int = 4             # public code: 4 (paper text: 5)
+    """TEMPO meta weighting (``003`` §2.2–2.3, Alg. 1, App. C); defaults follow the public code.
+
+    Preset ``tempo-paper`` (configs/tempo.yaml) switches to the paper's text: 5 hidden layers, no
+    BatchNorm on the output, values normalised by a moving mean/variance.
+    """
+    layers: int = 4             # hidden dense layers (code 4, + output = 5 dense; paper text: 5)
     units: int = 400
-    lr: float = 1e-4
+    out_norm: bool = True       # BatchNorm on the output layer too (code); paper: hidden only
+    lr: float = 1e-4            # Adam of the meta weighter (App. C)
+    eps: float = 1e-8           # Adam epsilon (the meta gradient carries the small factor eta)
+    clip: float = 100.0         # global-norm clip of the meta gradient (public code)
+    wd: float = 1e-6            # weight decay per meta step, alpha <- (1 - wd) alpha (public code)
     w_low: float = 0.75         # w = 0.5 * sigmoid(out) + 0.75
     w_range: float = 0.5
-    meta_grad: str = "exact"    # exact | finite_diff
-    fd_eps: float = 1e-2
+    meta_grad: str = "exact"    # exact (double backward) | finite_diff (theta +- eps g re-runs)
+    fd_eps: float = 1e-2        # finite_diff: norm of the parameter step along g_up / |g_up|
     lookahead_lr: float = 0.0   # eta of the look-ahead step; 0 = the world model's lr
-    every: int = 1
-    value_source: str = "slow"  # slow (target critic) | critic
+    every: int = 1              # meta step every k world-model updates (weights: every update)
+    value_source: str = "slow"  # slow (target critic, public code) | critic
+    value_norm: str = "batch"   # batch (post + prior together, public code) | moving (paper §2.3)
+    norm_decay: float = 0.99    # value_norm=moving: EMA decay of the mean/variance
+    sign: str = "lookahead"     # lookahead: descend dL_upper(theta')/dalpha | public_code: opposite
 
 
 @dataclass
 class DreamCriticConfig:
-    """Dream critic (``002`` §3.2): a latent TD critic whose loss shapes the world model."""
-    scale: float = 0.5          # lambda
+    """Dream critic (``002`` §3.2, §4.1); see ``vawm/objectives/dream_critic.py``."""
+    scale: float = 0.5          # lambda in L_dream = L_base + lambda L_critic
     gamma: float = 0.99
-    units: int = 256
+    units: int = 64             # 2-layer MLP of 64 units, ReLU (``002`` §4.1)
     layers: int = 2
+    act: str = "relu"
+    norm: str = "none"
+    target: str = "sg"          # sg: semi-gradient TD (target detached) | full: residual gradient
+    imagine: bool = True        # evaluate imagined rollouts with V_phi (diagnostics, no gradient)
+    horizon: int = 15           # H of those rollouts (``002`` §4.2)
+    imag_starts: int = 64       # posterior start states per rollout batch (0 = all B*T)
+    imag_every: int = 1         # rollout every k world-model updates
 
 
 @dataclass
 class TSSMConfig:
     """STORM transformer state-space model (``000`` App. L.1, Tables 7–14). Owned by tssm.py."""
-    stoch: int = 32
+    stoch: int = 32             # categorical latents (32 x 32, Table 7)
     classes: int = 32
-    unimix: float = 0.01
-    dim: int = 512              # D
+    unimix: float = 0.01        # 1% uniform mix in the latent categoricals
+    dim: int = 512              # D (Table 14)
     layers: int = 2             # K transformer blocks
     heads: int = 8
+    ffn_mult: int = 2           # FFN width 2D (Table 11)
     dropout: float = 0.1
-    max_len: int = 128          # positional-encoding length
+    max_len: int = 64           # positional-encoding length (STORM: 64 = batch length)
     free_nats: float = 1.0
+    free_bits: str = "batch"    # batch: max(1, batch-mean KL) (STORM's code) | sample: per (b, t)
+    beta_pred: float = 1.0      # recon + reward + continue
     beta_dyn: float = 0.5
     beta_rep: float = 0.1
-    cnn_depth: int = 32
-    units: int = 512            # MLP width for vector obs / heads
-    layers_mlp: int = 2
-    context: int = 8            # imagination context length (real steps through the KV cache)
+    cnn_depth: int = 32         # first conv block's channels (32-64-128-256, Table 7)
+    cnn_stages: int = 4         # conv blocks (fewer when the image side is not divisible by 2^4)
+    units: int = 512            # MLP width: vector encoder/decoder and reward/continue heads (D)
+    layers_mlp: int = 2         # hidden layers of the vector encoder/decoder
+    head_layers: int = 2        # hidden layers of reward/continue heads (3 MLP layers, Table 13)
+    context: int = 8            # imagination context C: real steps fed through the KV cache
+    act_context: int = 16       # environment context length while acting (Table 14)
+    imag_start: str = "posterior"  # posterior: from the real z_t | prior: STORM's predicted z~_{t+1}
+    act_latent: str = "posterior"  # posterior: act on [z_t, h] | prior: on a prior sample (STORM)
+    episode_mask: bool = True   # attention stops at episode starts (STORM's code: False)
+    kv_cache: bool = True       # imagine through the key/value cache (False: re-run the sequence)
     reward_bins: int = 255
 
 
 @dataclass
 class VAELSTMConfig:
-    """World Models VAE + LSTM (``002`` §3.1, §4.1). Owned by vae_lstm.py."""
-    latent: int = 32
-    hidden: int = 256           # VAE MLP width (2 layers, ReLU)
-    lstm: int = 128
-    beta_start: float = 1.0     # KL weight annealed beta_start -> beta_end
+    """World Models VAE + LSTM (``002`` §3.1, §4.1). Owned by vae_lstm.py (see its docstring)."""
+    latent: int = 32            # z_t, diagonal Gaussian
+    hidden: int = 256           # VAE MLP width (2 layers, ReLU); also the continue head's width
+    layers: int = 2             # hidden layers of the VAE encoder / decoder MLPs
+    lstm: int = 128             # h_t
+    beta_start: float = 1.0     # KL weight annealed beta_start -> beta_end (``002`` §4.2)
     beta_end: float = 0.1
-    beta_anneal: int = 10_000   # world-model updates of the annealing
-    cnn_depth: int = 32
+    beta_anneal: int = 10_000   # world-model updates of the (linear) annealing
+    free_nats: float = 0.0      # World Models' kl_tolerance; 0 = off (``002`` has none)
+    min_std: float = 0.01       # std = softplus(raw) + min_std, encoder and LSTM prediction
+    dyn_loss: str = "kl"        # kl: KL[sg(q) || p] | nll: -ln p(sg(z)) (World Models' MDN, K=1)
+    recon_scale: float = 1.0
+    reward_scale: float = 1.0
+    dyn_scale: float = 1.0      # the next-latent prediction loss (absent from ``002`` eq. L_base)
+    cont_scale: float = 1.0
+    cont_head: bool = True      # deviation: ``002`` has no continue head; false -> cont = 1
+    imag_temp: float = 1.0      # World Models' temperature tau of the dream's latent samples
+    symlog: bool = False        # symlog vector inputs / reconstruction targets (not in ``002``)
+    cnn_depth: int = 32         # image VAE: 4 stride-2 convs of depth x (1, 2, 4, 8), ReLU
 
 
 @dataclass
@@ -230,6 +272,11 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
         if isinstance(value, bool):
             return value
         raise ConfigError(f"config key {key!r} expects true/false, got {value!r}")
+    if typ in (int, float) and isinstance(value, str):
+        try:  # PyYAML reads "1e-4" (no dot) as a string
+            value = float(value)
+        except ValueError:
+            pass
     if typ is int:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
             raise ConfigError(f"config key {key!r} expects an integer, got {value!r}")

@@ -73,9 +73,10 @@ class EnvSlot:
         self.needs_reset = True
         if not st["needs_reset"]:
             self._reset()
-            for act in st["actions"]:
-                self.env.step(act if not self.discrete else int(act))
-            self.actions = [a if not self.discrete else int(a) for a in st["actions"]]
+            actions = np.asarray(st["actions"])    # tensor or array from a checkpoint
+            for act in actions:
+                self.env.step(int(act) if self.discrete else act.astype(np.float32))
+            self.actions = [int(a) if self.discrete else a.astype(np.float32) for a in actions]
             self.ret, self.length = float(st["ret"]), int(st["length"])
 
     def close(self) -> None:

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import random
+import signal
 import time
 from pathlib import Path
 
@@ -24,13 +26,15 @@ from vawm import checkpoint
 from vawm.agents.actor_critic import ActorCritic
 from vawm.config import Config, save_config, to_dict
 from vawm.driver import Driver
-from vawm.envs import env_info
+from vawm.envs import DEFAULT_ACTION_REPEAT, env_info, parse_env_id
 from vawm.nets.optim import Optim
 from vawm.objectives import Context, build_objective
 from vawm.replay import Replay, rng_state, set_rng_state
 from vawm.worldmodels import build_backbone
 
 CKPT = "checkpoints/latest.pt"
+# Test hook: SIGKILL this process when it reaches this many policy steps (resume tests).
+_KILL_AT = int(os.environ.get("VAWM_TEST_KILL_AT_STEP", "-1"))
 
 
 class NonFiniteLossError(RuntimeError):
@@ -48,8 +52,7 @@ def resolve_device(name: str) -> torch.device:
 def suite_action_repeat(env_id: str, cfg) -> int:
     if cfg.env_cfg.action_repeat:
         return cfg.env_cfg.action_repeat
-    suite = env_id.split(":", 1)[0]
-    return {"dmc": 2, "dmc-pixels": 2, "atari100k": 4}.get(suite, 1)
+    return DEFAULT_ACTION_REPEAT.get(parse_env_id(env_id)[0], 1)
 
 
 class Agent(torch.nn.Module):
@@ -295,7 +298,7 @@ class Trainer:
                     ev = self.evaluate(r.eval_episodes)
                     self.logger.add({"eval/return_mean": ev["eval_return_mean"]})
                     self.next_eval += r.eval_every
-                if self.env_steps >= self.next_log:
+                if self.env_steps >= self.next_log and self.env_steps < cfg.steps:
                     ups = n_upd / max(time.time() - t_upd, 1e-9)
                     t_upd, n_upd = time.time(), 0
                     self.logger.write(self.env_steps, self.agent.updates, self.wall(),
@@ -307,6 +310,8 @@ class Trainer:
                 if self.env_steps >= self.next_ckpt:
                     self.save_checkpoint()
                     self.next_ckpt += r.checkpoint_every
+                if self.policy_steps == _KILL_AT:   # test hook: simulate `kill -9` here
+                    os.kill(os.getpid(), signal.SIGKILL)
                 if bar is not None:
                     bar.n = min(self.env_steps, cfg.steps)
                     bar.refresh() if self.policy_steps % 50 == 0 else None

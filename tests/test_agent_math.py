@@ -1,0 +1,83 @@
+"""Behaviour-learning math: lambda-returns, percentile scale, optimisers."""
+
+import torch
+
+from vawm.agents.actor_critic import lambda_returns
+from vawm.nets.normalize import MovingMoments, PercentileScale
+from vawm.nets.optim import LaProp, agc_
+
+
+def test_lambda_returns_hand_computed():
+    # H = 2, one trajectory. reward/cont index t = arriving at state t.
+    r = torch.tensor([[0.0], [1.0], [2.0]])
+    c = torch.tensor([[1.0], [1.0], [0.5]])
+    v = torch.tensor([[10.0], [20.0], [30.0]])
+    g, lam = 0.9, 0.8
+    R1 = 2.0 + g * 0.5 * 30.0                                  # last step bootstraps with v_H
+    R0 = 1.0 + g * 1.0 * ((1 - lam) * 20.0 + lam * R1)
+    out = lambda_returns(r, c, v, g, lam)
+    assert torch.allclose(out.squeeze(-1), torch.tensor([R0, R1]))
+
+
+def test_lambda_returns_limits():
+    torch.manual_seed(0)
+    H, N, g = 6, 3, 0.95
+    r, v = torch.randn(H + 1, N), torch.randn(H + 1, N)
+    c = torch.ones(H + 1, N)
+    td = lambda_returns(r, c, v, g, 0.0)                       # lambda = 0: one-step TD targets
+    assert torch.allclose(td, r[1:] + g * v[1:])
+    mc = lambda_returns(r, c, v, g, 1.0)                       # lambda = 1: discounted n-step return
+    disc = g ** torch.arange(H, dtype=torch.float32)
+    expect0 = (disc[:, None] * r[1:]).sum(0) + g**H * v[H]
+    assert torch.allclose(mc[0], expect0, atol=1e-5)
+
+
+def test_percentile_scale_ema_and_limit():
+    s = PercentileScale(decay=0.99, limit=1.0)
+    x = torch.arange(101, dtype=torch.float32)                  # 5th pct = 5, 95th = 95
+    s.update(x)
+    assert torch.isclose(s.low, torch.tensor(0.05)) and torch.isclose(s.high, torch.tensor(0.95))
+    assert s.scale() == 1.0                                     # max(1, 0.9)
+    for _ in range(2000):
+        s.update(x)
+    assert torch.isclose(s.scale(), torch.tensor(90.0), rtol=1e-3)
+    small = PercentileScale()
+    for _ in range(2000):
+        small.update(torch.linspace(0, 0.1, 50))
+    assert small.scale() == 1.0                                 # small returns are not scaled up
+
+
+def test_moving_moments():
+    m = MovingMoments(decay=0.5)
+    m.update(torch.tensor([1.0, 3.0]))
+    assert m.mean == 2.0 and m.var == 1.0
+    m.update(torch.tensor([5.0, 5.0]))
+    assert m.mean == 3.5 and m.var == 0.5
+
+
+def test_laprop_first_steps_by_hand():
+    p = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    opt = LaProp([p], lr=0.1, betas=(0.9, 0.99), eps=0.0)
+    g1 = torch.tensor([0.5, -4.0])
+    p.grad = g1.clone()
+    opt.step()
+    # step 1: v_hat = g^2, update = g/|g| = sign(g), m_hat = sign(g) -> p -= lr * sign(g)
+    assert torch.allclose(p.data, torch.tensor([0.9, -1.9]))
+    g2 = torch.tensor([1.0, 1.0])
+    p.grad = g2.clone()
+    opt.step()
+    v = (0.99 * (0.01 * g1**2) + 0.01 * g2**2) / (1 - 0.99**2)
+    m = 0.9 * (0.1 * g1 / g1.abs()) + 0.1 * g2 / v.sqrt()
+    expect = torch.tensor([0.9, -1.9]) - 0.1 * m / (1 - 0.9**2)
+    assert torch.allclose(p.data, expect, atol=1e-6)
+
+
+def test_agc_clips_relative_to_weight_norm():
+    p = torch.nn.Parameter(torch.full((4,), 2.0))               # ||p|| = 4
+    p.grad = torch.full((4,), 10.0)                             # ||g|| = 20
+    agc_([p], clip=0.3)
+    assert torch.isclose(p.grad.norm(), torch.tensor(1.2))      # 0.3 * 4
+    q = torch.nn.Parameter(torch.full((4,), 2.0))
+    q.grad = torch.full((4,), 0.1)
+    agc_([q], clip=0.3)
+    assert torch.allclose(q.grad, torch.full((4,), 0.1))        # under the limit: unchanged

@@ -1,0 +1,52 @@
+"""Bad input gives one line naming the bad value and the choices, exit code 2, no traceback."""
+
+import subprocess
+import sys
+
+import pytest
+
+from vawm.cli import main
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["train", "--env", "gym:NoSuchEnv-v0"], "NoSuchEnv-v0"),
+    (["train", "--env", "foo:bar"], "valid suites"),
+    (["train", "--preset", "nope"], "valid presets"),
+    (["train", "--set", "rssm.nope=1"], "valid keys here"),
+    (["train", "--set", "rssm.deter=big"], "expects an integer"),
+    (["train", "--set", "nokey"], "key=value"),
+    (["train", "--backbone", "xyz"], "valid backbones"),
+    (["train", "--objective", "xyz"], "valid objectives"),
+    (["train", "--set", "optim.kind=sgd"], "valid values"),
+    (["train", "--bogus-flag"], "--bogus-flag"),
+    (["frobnicate"], "valid commands"),
+    (["eval", "/nonexistent/run"], "not a vawm run directory"),
+    (["train", "--resume", "/nonexistent/run"], "no config.yaml"),
+])
+def test_bad_input_one_line_exit_2(argv, needle, capsys):
+    with pytest.raises(SystemExit) as e:
+        raise SystemExit(main(argv))
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_missing_checkpoint_is_clear(tmp_path, capsys):
+    from vawm.config import build_config, save_config
+    save_config(build_config("tiny"), str(tmp_path / "config.yaml"))
+    assert main(["eval", str(tmp_path)]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_console_entry_point_no_traceback():
+    out = subprocess.run([sys.executable, "-m", "vawm", "train", "--env", "gym:Nope-v9"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr and "Nope-v9" in out.stderr
+
+
+def test_set_overrides_types():
+    from vawm.config import build_config
+    cfg = build_config("tiny", {"seed": 3}, ["rssm.deter=48", "optim.model_lr=2e-4",
+                                            "run.parallel_envs=true", "env_cfg.size=[32, 32]"])
+    assert cfg.rssm.deter == 48 and cfg.optim.model_lr == 2e-4 and cfg.run.parallel_envs is True
+    assert cfg.env_cfg.size == (32, 32) and cfg.seed == 3
