@@ -393,9 +393,12 @@ def plot_returns(run_dir: Path, episodes: list, ev: dict) -> None:
         ax.plot(x[k - 1:], ys, label=f"moving mean ({k})")
         ax.errorbar([x[-1]], [ev["eval_return_mean"]], [ev["eval_return_std"]], fmt="o", color="k",
                     label=f"final eval ({ev['eval_episodes']} ep.)")
+    else:
+        ax.text(0.5, 0.5, "no finished training episode yet", ha="center", transform=ax.transAxes)
     ax.set_xlabel("environment steps")
     ax.set_ylabel("return")
-    ax.legend(loc="best", fontsize=8)
+    if episodes:
+        ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     fig.savefig(run_dir / "returns.png", dpi=100)
     plt.close(fig)
