@@ -116,7 +116,10 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(res)
             progress.note(f"failed: {res['name']}: {res['error']}")
 
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    except ValueError:   # not the main thread: leave SIGTERM alone
+        previous = None
     start = time.time()
     payload = [c.to_json() for c in todo]
     try:
@@ -131,12 +134,13 @@ def main(argv: list[str] | None = None) -> int:
               f"{progress.finished}/{len(cells)} cells finished. Run the same command again to "
               f"resume the others.", file=log)
         return 130
-    except RuntimeError as e:
+    except (RuntimeError, ConnectionError) as e:   # Ray could not start or connect
         progress.close()
-        print(f"vawm sweep: {e}", file=log)
+        print(f"vawm sweep: {e}".splitlines()[0], file=log)
         return 2
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     progress.close()
     print(f"vawm sweep {sweep.name}: {progress.finished}/{len(cells)} finished, {len(failed)} "
           f"failed in {time.time() - start:.0f}s", file=log)

@@ -112,12 +112,16 @@ def run_ray(cells: list[dict], root: str, retries: int, train_cmd: list[str] | N
     import ray
 
     if address:
-        ray.init(address=address, log_to_driver=False, logging_level="WARNING")
+        ctx = ray.init(address=address, log_to_driver=False, logging_level="WARNING")
     else:
-        ray.init(num_cpus=os.cpu_count() or 1, dashboard_host="127.0.0.1",
-                 log_to_driver=False, logging_level="WARNING")
+        ctx = ray.init(num_cpus=os.cpu_count() or 1, dashboard_host="127.0.0.1",
+                       log_to_driver=False, logging_level="WARNING")
     try:
-        capacity = ray_capacity(ray.cluster_resources(), cpus, gpus)
+        res = ray.cluster_resources()
+        dash = getattr(ctx, "dashboard_url", None)
+        print(f"Ray: {res.get('CPU', 0):g} CPUs, {res.get('GPU', 0):g} GPUs"
+              + (f"; dashboard http://{dash}" if dash else ""), file=sys.stderr, flush=True)
+        capacity = ray_capacity(res, cpus, gpus)
         if capacity < 1:
             msg = (f"a cell needs {cpus:g} CPU and {gpus:g} GPU but the Ray cluster has "
                    f"{ray.cluster_resources()}")

@@ -250,7 +250,8 @@ def parse_sweep(data: dict, name: str = "sweep", file: str = "") -> Sweep:
         raise SweepError(f"retries must be a non-negative integer, got {retries!r}")
     compute = data.get("compute") or {}
     if not isinstance(compute, dict):
-        compute = {"note": str(compute)}
+        compute = {"note": compute}
+    compute = {str(k): v.strip() if isinstance(v, str) else v for k, v in compute.items()}
     return Sweep(name=name, cells=cells, description=str(data.get("description", "")).strip(),
                  layout=layout, compute=compute, cpus=float(res.get("cpus", 1)),
                  gpus=float(res.get("gpus", 0)), max_concurrent=max_conc, retries=retries,

@@ -1,0 +1,1 @@
+"""Reports: aggregation, tables in the papers' layouts, curves (``vawm report``)."""

@@ -1,0 +1,62 @@
+"""Aggregate scores with stratified-bootstrap confidence intervals (rliable, Agarwal et al. 2021).
+
+rliable needs a full (runs x tasks) matrix per method, so the report uses the tasks every
+method has and, per method, the seeds finished on all of those tasks; what that leaves out is
+stated next to the numbers.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+METRICS = ("iqm", "og", "mean", "median")
+INSTALL_HINT = "pip install 'vawm[report]'  (rliable)"
+
+
+def rliable_available() -> bool:
+    try:
+        import rliable  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def rectangular(per_task: dict[str, dict[int, float]], tasks: list[str]
+                ) -> tuple[np.ndarray, list[int]]:
+    """Scores as a (seeds x tasks) matrix over the seeds present on every task.
+
+    per_task: task -> seed -> score. Returns the matrix and the seeds used (sorted)."""
+    if not tasks:
+        return np.zeros((0, 0)), []
+    common = set.intersection(*(set(per_task.get(t, {})) for t in tasks))
+    seeds = sorted(common)
+    mat = np.array([[per_task[t][s] for t in tasks] for s in seeds], dtype=float)
+    return mat.reshape(len(seeds), len(tasks)), seeds
+
+
+def _aggregates(x: np.ndarray) -> np.ndarray:
+    from rliable import metrics
+    return np.array([metrics.aggregate_iqm(x), metrics.aggregate_optimality_gap(x, 1.0),
+                     metrics.aggregate_mean(x), metrics.aggregate_median(x)])
+
+
+def interval_estimates(scores: dict[str, np.ndarray], reps: int = 10_000, seed: int = 0,
+                       ci: float = 0.95) -> dict[str, dict[str, tuple[float, float, float]]]:
+    """IQM, optimality gap (threshold 1), mean and median of normalised scores, each as
+    (point, low, high) with a stratified-bootstrap ``ci`` interval (percentile method).
+
+    scores: method -> (runs x tasks) matrix of normalised scores."""
+    from rliable import library as rly
+
+    scores = {m: x for m, x in scores.items() if x.size}
+    if not scores:
+        return {}
+    with warnings.catch_warnings():  # arch warns about RandomState, which rliable passes
+        warnings.simplefilter("ignore", FutureWarning)
+        pts, cis = rly.get_interval_estimates(scores, _aggregates, reps=reps,
+                                              confidence_interval_size=ci,
+                                              random_state=np.random.RandomState(seed))
+    return {m: {k: (float(pts[m][i]), float(cis[m][0, i]), float(cis[m][1, i]))
+                for i, k in enumerate(METRICS)} for m in scores}

@@ -1,0 +1,223 @@
+"""`vawm sweep`: grid expansion, retry/resume decisions, and a real 2x2 sweep that is
+interrupted and resumed without redoing finished cells."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vawm.sweep import cli as sweep_cli
+from vawm.sweep.cell import SWEEP_DIR, cell_status, plan_command, run_cell, write_json
+from vawm.sweep.execute import ray_available, ray_capacity
+from vawm.sweep.spec import SweepError, load_sweep, parse_sweep, select
+
+REPO = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+
+def _train_available() -> bool:
+    r = subprocess.run([PY, "-m", "vawm", "train", "--help"], capture_output=True, text=True)
+    return r.returncode == 0 and "--resume" in r.stdout
+
+
+# ---------------------------------------------------------------------------- sweep files
+def test_grid_expands_with_overrides_and_baselines():
+    sw = parse_sweep({
+        "name": "t", "defaults": {"preset": "tiny", "steps": 100, "set": {"run.log_every": 10}},
+        "grid": {"backbone": ["rssm", "tssm"], "objective": ["none", "var"],
+                 "env": ["atari100k:Pong", "atari100k:Boxing"], "seed": [0, 1, 2]},
+        "overrides": [{"match": {"backbone": "tssm"}, "preset": "storm",
+                       "set": {"run.log_every": 20, "var.warmup": 5}},
+                      {"match": {"env": "atari100k:Boxing", "seed": [1, 2]}, "steps": 50}]})
+    assert len(sw.cells) == 2 * 2 * 2 * 3
+    by = {c.name: c for c in sw.cells}
+    c = by["tssm+var/atari100k-Boxing/seed2"]
+    assert (c.preset, c.steps, c.baseline) == ("storm", 50, "tssm")
+    assert c.train_args() == ["--env", "atari100k:Boxing", "--backbone", "tssm", "--objective",
+                              "var", "--seed", "2", "--preset", "storm", "--steps", "50",
+                              "--set", "run.log_every=20", "--set", "var.warmup=5"]
+    base = by["rssm/atari100k-Pong/seed0"]
+    assert (base.preset, base.steps, base.baseline) == ("tiny", 100, None)
+    assert dict(base.sets) == {"run.log_every": "10"}
+    assert len(select(sw.cells, ["method=rssm+var", "seed=0,1"])) == 2 * 2
+
+
+def test_named_methods_and_bad_files(tmp_path):
+    sw = parse_sweep({"methods": [
+        {"name": "tssm", "backbone": "tssm"},
+        {"name": "tssm+static", "label": "STORM + static", "backbone": "tssm",
+         "objective": "var", "set": {"var.weight": "static", "var.per_sample": True}}],
+        "grid": {"env": ["atari100k:Alien"], "seed": [0]}})
+    static = sw.cells[1]
+    assert static.baseline == "tssm" and static.label == "STORM + static"
+    assert ("var.per_sample", "true") in static.sets
+    with pytest.raises(SweepError, match="unknown key"):
+        parse_sweep({"grid": {"backbone": ["rssm"], "env": ["x"], "seed": [0]}, "seeds": 3})
+    with pytest.raises(SweepError, match="not both"):
+        parse_sweep({"methods": [{"backbone": "rssm"}],
+                     "grid": {"backbone": ["rssm"], "env": ["x"], "seed": [0]}})
+    with pytest.raises(SweepError, match="grid.env"):
+        parse_sweep({"grid": {"backbone": ["rssm"], "seed": [0]}})
+    (tmp_path / "bad.yaml").write_text("grid: [")
+    assert sweep_cli.main([str(tmp_path / "bad.yaml")]) == 2
+
+
+def test_experiment_files_parse_and_state_compute():
+    files = sorted((REPO / "experiments").glob("*.yaml"))
+    assert len(files) >= 8
+    counts = {}
+    for f in files:
+        sw = load_sweep(f)
+        assert sw.compute, f"{f.name} must state its expected compute"
+        counts[sw.name] = len(sw.cells)
+    assert counts["atari100k"] == 26 * 4 * 5
+    assert counts["dmc-proprio"] == 18 * 2 * 5
+    assert counts["dmc-vision"] == 20 * 2 * 5
+    assert counts["ablation-adaptive"] == 5 * 3 * 5
+
+
+def test_experiment_cells_build_valid_configs():
+    """Every cell's presets, --set keys and env id are accepted by `vawm train`'s config."""
+    from vawm.config import build_config
+    from vawm.envs import parse_env_id
+
+    seen = set()
+    for f in sorted((REPO / "experiments").glob("*.yaml")):
+        for c in load_sweep(f).cells:
+            parse_env_id(c.env)
+            key = (c.preset, c.sets, c.backbone, c.objective)
+            if key in seen:
+                continue
+            seen.add(key)
+            over = {"env": c.env, "backbone": c.backbone, "objective": c.objective,
+                    "steps": c.steps}
+            build_config(c.preset or "cpu", {k: v for k, v in over.items() if v is not None},
+                         [f"{k}={v}" for k, v in c.sets])
+
+
+def test_ray_capacity():
+    assert ray_capacity({"CPU": 16.0, "GPU": 2.0}, 2, 0.25) == 8
+    assert ray_capacity({"CPU": 16.0}, 1, 1) == 0
+    assert ray_capacity({"CPU": 3.0}, 1, 0) == 3
+
+
+# ---------------------------------------------------------------------------- one cell
+def test_plan_command_resumes_from_checkpoint(tmp_path):
+    d = tmp_path / "cell"
+    cmd = ["vawm", "train"]
+    assert cell_status(d) == "new"
+    assert plan_command(cmd, ["--seed", "0"], d) == [*cmd, "--seed", "0", "--run-dir", str(d),
+                                                     "--no-progress"]
+    (d / "checkpoints").mkdir(parents=True)
+    assert cell_status(d) == "partial"
+    (d / "checkpoints" / "latest.pt").write_bytes(b"x")
+    assert cell_status(d) == "resumable"
+    assert plan_command(cmd, ["--seed", "0"], d) == [*cmd, "--resume", str(d), "--no-progress"]
+    (d / "summary.json").write_text(json.dumps({"status": "finished"}))
+    assert cell_status(d) == "finished"
+
+
+def test_failing_cell_is_retried_then_reported(tmp_path):
+    cell = parse_sweep({"grid": {"backbone": ["rssm"], "env": ["gym:CartPole-v1"],
+                                 "seed": [0]}}).cells[0].to_json()
+    (tmp_path / cell["name"]).mkdir(parents=True)
+    (tmp_path / cell["name"] / "config.yaml").write_text("half: written\n")   # no checkpoint
+    res = run_cell(cell, str(tmp_path), retries=2, train_cmd=[PY, "-c", "import sys; sys.exit(1)"])
+    assert res["status"] == "failed" and res["attempts"] == 3 and "exit code 1" in res["error"]
+    assert len(list((tmp_path / SWEEP_DIR / "failed").iterdir())) == 1   # moved aside once
+    res = run_cell(cell, str(tmp_path), retries=2, train_cmd=[PY, "-c", "import sys; sys.exit(2)"])
+    assert res["attempts"] == 4                                          # bad input: no retry
+    state = json.loads((tmp_path / SWEEP_DIR / "cells" / f"{cell['name'].replace('/', '__')}"
+                        ".json").read_text())
+    assert state["status"] == "failed" and [a["rc"] for a in state["attempts"]] == [1, 1, 1, 2]
+
+
+def test_cli_sequential_fallback_and_conflicts(tmp_path, monkeypatch, capsys):
+    f = tmp_path / "s.yaml"
+    f.write_text(yaml.safe_dump({"name": "s", "grid": {"backbone": ["rssm"], "env": ["gym:x"],
+                                                       "seed": [0, 1]}, "retries": 0}))
+    root = tmp_path / "root"
+    monkeypatch.setattr(sweep_cli, "ray_available", lambda: False)
+    rc = sweep_cli.main([str(f), "--root", str(root), "--no-progress",
+                         "--train-cmd", f"{PY} -c 'import sys; sys.exit(3)'"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "pip install 'vawm[ray]'" in err and "2 failed" in err
+    assert json.loads((root / SWEEP_DIR / "s.json").read_text())["cells"][1]["seed"] == 1
+    assert sweep_cli.main([str(f), "--root", str(root), "--dry-run"]) == 0
+    assert "[new      ] rssm/gym-x/seed1" in capsys.readouterr().out
+    state = root / SWEEP_DIR / "cells" / "rssm__gym-x__seed0.json"
+    write_json(state, {**json.loads(state.read_text()), "argv": ["--steps", "5"]})
+    assert sweep_cli.main([str(f), "--root", str(root)]) == 2
+    assert "other settings" in capsys.readouterr().err
+    assert sweep_cli.main([str(f), "--root", str(root), "--address", "auto"]) == 2
+
+
+# ---------------------------------------------------------------------------- a real sweep
+TINY = {"name": "tiny2x2",
+        "defaults": {"preset": "tiny", "steps": 80,
+                     "set": {"run.train_ratio": 8, "run.checkpoint_every": 20,
+                             "run.log_every": 20, "run.eval_episodes": 1}},
+        "grid": {"backbone": ["rssm"], "objective": ["none", "var"],
+                 "env": ["gym:CartPole-v1"], "seed": [0, 1]},
+        "retries": 1, "compute": {"total": "about a minute on 2 CPU cores"}}
+
+
+def _wait_for(cond, timeout: float, proc: subprocess.Popen) -> None:
+    end = time.time() + timeout
+    while not cond():
+        assert proc.poll() is None, "the sweep ended before the interruption point"
+        assert time.time() < end, "timed out waiting for the sweep"
+        time.sleep(0.1)
+
+
+@pytest.mark.skipif(not _train_available(), reason="`vawm train` is not available yet")
+def test_local_sweep_interrupted_and_resumed(tmp_path):
+    f = tmp_path / "tiny.yaml"
+    f.write_text(yaml.safe_dump(TINY))
+    root = tmp_path / "runs"
+    first, second = root / "rssm/gym-CartPole-v1/seed0", root / "rssm/gym-CartPole-v1/seed1"
+    cmd = [PY, "-m", "vawm.sweep", str(f), "--root", str(root), "--no-ray", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env)
+    try:
+        # interrupt once the first cell finished and the second has written a checkpoint
+        _wait_for(lambda: cell_status(first) == "finished"
+                  and cell_status(second) == "resumable", 240, proc)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out
+    assert "interrupted" in out
+    assert cell_status(first) == "finished" and cell_status(second) != "finished"
+    done_at = (first / "summary.json").stat().st_mtime_ns
+
+    # resume: on Ray when it is installed (two cells at a time), else one after another
+    resume = [c for c in cmd if c != "--no-ray"] if ray_available() else cmd
+    res = subprocess.run(resume, capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert "1 already finished, 3 to run" in res.stderr
+    assert ("Ray: " in res.stderr) == ray_available()
+    for c in load_sweep(f).cells:
+        assert cell_status(root / c.name) == "finished", c.name
+    assert (first / "summary.json").stat().st_mtime_ns == done_at         # not redone
+    log = (root / SWEEP_DIR / "logs" / "rssm__gym-CartPole-v1__seed0.log").read_text()
+    assert log.count("\n=== ") == 1
+    state = json.loads((root / SWEEP_DIR / "cells" / "rssm__gym-CartPole-v1__seed1.json")
+                       .read_text())
+    assert [a["resumed"] for a in state["attempts"]] == [False, True]     # resumed, not restarted
+
+    from vawm.report.cli import main as report_main
+    assert report_main([str(root), "--out", str(tmp_path / "report"), "--no-figures"]) == 0
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "4/4 expected runs finished" in md and "| gym:CartPole-v1 |" in md
