@@ -139,7 +139,7 @@ class TempoConfig:
     w_low: float = 0.75         # w = 0.5 * sigmoid(out) + 0.75
     w_range: float = 0.5
     meta_grad: str = "exact"    # exact (double backward) | finite_diff (theta +- eps g re-runs)
-    fd_eps: float = 1e-2        # finite_diff: norm of the parameter step along g_up / |g_up|
+    fd_eps: float = 1e-4        # finite_diff: norm of the parameter step along g_up / |g_up|
     lookahead_lr: float = 0.0   # eta of the look-ahead step; 0 = the world model's lr
     every: int = 1              # meta step every k world-model updates (weights: every update)
     value_source: str = "slow"  # slow (target critic, public code) | critic
@@ -401,6 +401,7 @@ def validate(cfg: Config) -> None:
                "agent.actor_grad": ("auto", "reinforce", "dynamics"),
                "optim.kind": ("adam", "laprop"), "var.weight": ("adaptive", "static"),
                "tempo.meta_grad": ("exact", "finite_diff"), "tempo.value_source": ("slow", "critic"),
+               "tempo.value_norm": ("batch", "moving"), "tempo.sign": ("lookahead", "public_code"),
                "run.device": ("auto", "cpu", "cuda"),
                "run.eval_mode": ("mode", "sample")}
     for path, valid in choices.items():

@@ -1,0 +1,267 @@
+"""TEMPO (``003``): weight range, weights before free bits, the exact look-ahead meta-gradient
+against brute force, finite differences against it, the sign of the meta step, a frozen critic, and
+a short training run."""
+
+import copy
+import json
+
+import pytest
+import torch
+from torch.func import functional_call
+
+import vawm.worldmodels.rssm as rssm_mod
+from vawm.agents.actor_critic import ActorCritic
+from vawm.cli import main
+from vawm.config import ConfigError, build_config
+from vawm.nets.dist import symlog
+from vawm.objectives import Context
+from vawm.objectives.tempo import (
+    MetaWeighter,
+    Tempo,
+    meta_surrogate,
+    mixed_product_exact,
+    mixed_product_fd,
+    step_losses,
+    upper_loss,
+)
+from vawm.worldmodels.base import Observed
+from vawm.worldmodels.rssm import RSSM
+
+
+def _batch(B=3, T=5, D=4, A=2, dtype=torch.float32):
+    g = torch.Generator().manual_seed(1)
+    act = torch.nn.functional.one_hot(torch.randint(0, A, (B, T), generator=g), A).to(dtype)
+    z = torch.zeros(B, T, dtype=torch.bool)
+    return {"obs": torch.randn(B, T, D, generator=g, dtype=dtype), "action": act,
+            "reward": torch.randn(B, T, generator=g, dtype=dtype), "is_first": z.clone(),
+            "is_last": z.clone(), "is_terminal": z.clone()}
+
+
+def _setup(*sets, dtype=torch.float32):
+    """Tiny RSSM + actor-critic (critic made non-trivial) + TEMPO, and a Context for update 0."""
+    cfg = build_config("tiny", sets=["tempo.units=16", "tempo.layers=2", *sets])
+    torch.manual_seed(0)
+    wm = RSSM(cfg.rssm, (4,), 2, False).to(dtype)
+    ac = ActorCritic(wm.feat_dim, 2, True, cfg.agent, cfg.optim).to(dtype)
+    with torch.no_grad():                      # the critic's head starts at zero: give it a slope
+        torch.nn.init.normal_(ac.critic.net.out.weight, std=0.5)
+    ac.slow_critic.load_state_dict(ac.critic.state_dict())
+    tempo = Tempo(cfg.tempo, wm.feat_dim).to(dtype)
+    b = _batch(dtype=dtype)
+    return cfg, wm, ac, tempo, b, Context(wm, ac, 0, b, list(wm.parameters()), cfg.optim.model_lr)
+
+
+@pytest.fixture
+def smooth(monkeypatch):
+    """Make the RSSM a smooth deterministic function of theta (soft latents instead of samples,
+    float64-safe encoder), so look-ahead, finite differences and autograd all see one function."""
+    monkeypatch.setattr(rssm_mod, "sample_categorical_st", lambda logits: logits.exp())
+    monkeypatch.setattr(RSSM, "encode", lambda self, obs: self.encoder(symlog(obs)))
+
+
+def _lookahead_upper(wm, tempo, ctx, b, w, eta, seed=None):
+    """L_upper after one SGD step of the world model on its weighted loss (eq. 7), brute force;
+    ``seed`` fixes the sampling noise of both observes."""
+    m = copy.deepcopy(wm)
+    if seed is not None:
+        torch.manual_seed(seed)
+    loss, _ = m.loss(m.observe(b), w)
+    params = list(m.parameters())
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    with torch.no_grad():
+        for p, g in zip(params, grads, strict=True):
+            if g is not None:
+                p -= eta * g
+    if seed is not None:
+        torch.manual_seed(seed)
+    return upper_loss(*tempo.values(m.observe(b), ctx)).item()
+
+
+def _prepare(tempo, wm, ctx, b):
+    obs = wm.observe(b)
+    v_post, v_prior = tempo.values(obs, ctx)
+    return obs, v_post, v_prior, upper_loss(v_post, v_prior)
+
+
+# ---------------------------------------------------------------------------- weights
+def test_weight_range_and_contribution():
+    torch.manual_seed(0)
+    net = MetaWeighter(10, 8, 2, out_norm=False)
+    with torch.no_grad():
+        net.net[-1].weight.mul_(100.0)                            # saturate the sigmoid
+    x = torch.randn(64, 10)
+    w = net(x)
+    assert w.shape == (64,) and w.min() >= 0.75 and w.max() <= 1.25
+    assert (w < 0.8).any() and (w > 1.2).any()                    # the range is actually used
+    cfg, wm, ac, tempo, b, ctx = _setup()
+    contrib = tempo.contribute(wm.observe(b), ctx)
+    w = contrib.weights
+    assert w.shape == (3, 5) and not w.requires_grad
+    assert w.min() >= 0.75 and w.max() <= 1.25
+    assert not contrib.losses
+    assert {"tempo/upper_loss", "tempo/w_mean", "tempo/w_std", "tempo/meta_gradnorm"} <= set(
+        contrib.metrics)
+    x = torch.randn(6, 2 * wm.feat_dim + 2)
+    w_train = tempo.weighter(x)
+    tempo.eval()                                                  # BatchNorm keeps batch statistics
+    assert torch.allclose(tempo.weighter(x), w_train)
+
+
+def test_weights_multiply_terms_before_free_bits():
+    cfg, wm, ac, tempo, b, ctx = _setup("rssm.free_nats=0.05")
+    obs = wm.observe(b)
+    t, c = obs.terms, cfg.rssm
+    w = torch.linspace(0.75, 1.25, 15).reshape(3, 5)
+    kl = t["dyn"].detach()
+    w[0, 0] = 0.9 * c.free_nats / kl[0, 0]                        # w * KL just below free bits
+    pred = c.recon_scale * t["recon"] + c.reward_scale * t["reward"] + c.cont_scale * t["cont"]
+    hand = (c.beta_pred * w * pred + c.beta_dyn * torch.clamp(w * t["dyn"], min=c.free_nats)
+            + c.beta_rep * torch.clamp(w * t["rep"], min=c.free_nats)).mean()
+    loss, _ = wm.loss(obs, w)
+    assert torch.allclose(loss, hand, rtol=1e-5)
+    # l_t = dL/dw_t * N: KL terms only where w_t KL_t exceeds the free bits
+    on = (w * kl > c.free_nats).float()
+    l_hand = c.beta_pred * pred + (c.beta_dyn + c.beta_rep) * kl * on
+    assert on[0, 0] == 0 and on.sum() > 0
+    detached = Observed(obs.post.detach(), obs.prior.detach(), obs.post_logits.detach(),
+                        obs.prior_logits.detach(), {k: v.detach() for k, v in t.items()})
+    assert torch.allclose(step_losses(wm, detached, w), l_hand.detach(), rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------- meta-gradient
+def test_exact_meta_gradient_matches_lookahead_brute_force(smooth):
+    cfg, wm, ac, tempo, b, ctx = _setup("rssm.cont_scale=0", "rssm.free_nats=0.01",
+                                        dtype=torch.float64)
+    eta = 1e-4
+    obs, v_post, v_prior, up = _prepare(tempo, wm, ctx, b)
+    x = tempo.inputs(obs, v_post, v_prior)
+    alpha = dict(tempo.weighter.named_parameters())
+    w = tempo.weighter(x).reshape(3, 5)
+    c, _ = tempo.mixed_product(obs, ctx, w, up)
+    grads = torch.autograd.grad(meta_surrogate(w, c, eta), list(alpha.values()))
+    gen = torch.Generator().manual_seed(3)
+    d = {n: torch.randn(p.shape, generator=gen, dtype=p.dtype) for n, p in alpha.items()}
+    predicted = sum((g * d[n]).sum() for g, n in zip(grads, alpha, strict=True)).item()
+
+    def F(s):
+        moved = {n: p.detach() + s * d[n] for n, p in alpha.items()}
+        w_s = functional_call(tempo.weighter, moved, (x,)).reshape(3, 5).detach()
+        return _lookahead_upper(wm, tempo, ctx, b, w_s, eta)
+
+    h = 1e-3
+    brute = (F(h) - F(-h)) / (2 * h)
+    assert abs(predicted) > 1e-9
+    assert brute == pytest.approx(predicted, rel=2e-2)
+
+
+def test_finite_diff_agrees_with_exact(smooth):
+    cfg, wm, ac, tempo, b, ctx = _setup("rssm.cont_scale=0", dtype=torch.float64)
+    obs, v_post, v_prior, up = _prepare(tempo, wm, ctx, b)
+    w = tempo.weights(obs, v_post, v_prior)
+    params = wm.representation_parameters()
+    g_up = list(torch.autograd.grad(up, params, retain_graph=True))
+    exact = mixed_product_exact(wm, obs, w, params, g_up)
+    fd, masked = mixed_product_fd(wm, b, w, params, g_up, eps=1e-4)
+    assert masked == 0 and exact.abs().max() > 1e-6
+    assert torch.allclose(fd, exact, rtol=1e-4, atol=1e-6 * exact.abs().max().item())
+    # and through the objective's switch, with the parameters left untouched
+    before = [p.detach().clone() for p in params]
+    tempo.cfg.meta_grad, tempo.cfg.fd_eps = "finite_diff", 1e-4
+    c, _ = tempo.mixed_product(obs, ctx, w, up)
+    assert torch.allclose(c, exact, rtol=1e-4, atol=1e-6 * exact.abs().max().item())
+    assert all(torch.equal(p, q) for p, q in zip(params, before, strict=True))
+
+
+def test_finite_diff_with_sampled_latents_keeps_noise_fixed():
+    """With real straight-through samples finite differences see the sampled loss at fixed noise
+    (no straight-through path), so they agree with ``exact`` only roughly; the RNG and the graph of
+    the update are left intact."""
+    cfg, wm, ac, tempo, b, ctx = _setup()
+    torch.manual_seed(5)
+    obs, v_post, v_prior, up = _prepare(tempo, wm, ctx, b)
+    w = tempo.weights(obs, v_post, v_prior)
+    params = wm.representation_parameters()
+    g_up = list(torch.autograd.grad(up, params, retain_graph=True))
+    exact = mixed_product_exact(wm, obs, w, params, g_up)
+    torch.manual_seed(5)                                          # the noise of ``obs``
+    state = torch.get_rng_state()
+    fd, _ = mixed_product_fd(wm, b, w, params, g_up, eps=1e-3)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.corrcoef(torch.stack([fd.flatten(), exact.flatten()]))[0, 1] > 0.9
+    wm.loss(obs, w.detach())[0].backward()                  # the graph of the update is intact
+
+
+def test_meta_step_lowers_upper_loss_after_the_world_model_step(smooth):
+    """THE SIGN: L_upper measured after a world-model SGD step with the weights from after the meta
+    step is lower than with the weights from before it; the public code's sign raises it."""
+    results = {}
+    for sign in ("lookahead", "public_code"):
+        cfg, wm, ac, tempo, b, ctx = _setup("rssm.cont_scale=0", "rssm.free_nats=0.01",
+                                            f"tempo.sign={sign}", "tempo.lr=1e-3",
+                                            "tempo.lookahead_lr=0.01", dtype=torch.float64)
+        obs, v_post, v_prior, _ = _prepare(tempo, wm, ctx, b)
+        w_before = tempo.weights(obs, v_post, v_prior).detach()
+        tempo.contribute(obs, ctx)                                # one meta step (Adam)
+        w_after = tempo.weights(obs, v_post, v_prior).detach()
+        assert not torch.equal(w_before, w_after)
+        before = _lookahead_upper(wm, tempo, ctx, b, w_before, 0.01)
+        after = _lookahead_upper(wm, tempo, ctx, b, w_after, 0.01)
+        results[sign] = after - before
+    assert results["lookahead"] < 0 < results["public_code"]
+
+
+def test_meta_step_sign_with_sampled_latents():
+    """The same check on the real (straight-through sampled) RSSM, noise fixed by the seed."""
+    results = {}
+    for sign in ("lookahead", "public_code"):
+        cfg, wm, ac, tempo, b, ctx = _setup(f"tempo.sign={sign}", "tempo.lr=1e-3",
+                                            "tempo.lookahead_lr=0.01")
+        torch.manual_seed(0)
+        obs, v_post, v_prior, _ = _prepare(tempo, wm, ctx, b)
+        w_before = tempo.weights(obs, v_post, v_prior).detach()
+        tempo.contribute(obs, ctx)
+        w_after = tempo.weights(obs, v_post, v_prior).detach()
+        results[sign] = (_lookahead_upper(wm, tempo, ctx, b, w_after, 0.01, seed=0)
+                         - _lookahead_upper(wm, tempo, ctx, b, w_before, 0.01, seed=0))
+    assert results["lookahead"] < 0 < results["public_code"]
+
+
+# ---------------------------------------------------------------------------- plumbing
+def test_critic_receives_no_gradient():
+    for source in ("critic", "slow"):
+        cfg, wm, ac, tempo, b, ctx = _setup(f"tempo.value_source={source}",
+                                            "tempo.value_norm=moving")
+        obs = wm.observe(b)
+        contrib = tempo.contribute(obs, ctx)
+        loss, _ = wm.loss(obs, contrib.weights)
+        loss.backward()
+        assert all(p.grad is None for p in ac.parameters())
+        assert any(p.grad is not None for p in tempo.weighter.parameters())
+        assert wm.encoder.body[0].linear.weight.grad is not None
+
+
+def test_every_k_and_checkpoint_of_meta_optimiser():
+    cfg, wm, ac, tempo, b, ctx = _setup("tempo.every=2")
+    obs = wm.observe(b)
+    p0 = [p.detach().clone() for p in tempo.weighter.parameters()]
+    ctx.update = 1
+    out = tempo.contribute(obs, ctx)
+    assert "tempo/meta_gradnorm" not in out.metrics
+    assert all(torch.equal(p, q) for p, q in zip(tempo.weighter.parameters(), p0, strict=True))
+    ctx.update = 2
+    tempo.contribute(obs, ctx)
+    assert not all(torch.equal(p, q) for p, q in zip(tempo.weighter.parameters(), p0, strict=True))
+    fresh = Tempo(cfg.tempo, wm.feat_dim)
+    fresh.load_state_dict(tempo.state_dict())
+    assert fresh.opt.state_dict()["state"][0]["step"] == 1
+    with pytest.raises(ConfigError, match="value_norm"):
+        Tempo(build_config("tiny", sets=["tempo.value_norm=ema"]).tempo, 8)
+
+
+def test_tiny_training_run(tmp_path):
+    run = tmp_path / "run"
+    rc = main(["train", "--preset", "tiny", "--objective", "tempo", "--steps", "54", "--run-dir",
+               str(run), "--no-progress", "--set", "run.eval_episodes=1"])
+    assert rc == 0
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any("tempo/upper_loss" in r and 0.75 <= r["tempo/w_mean"] <= 1.25 for r in rows)
