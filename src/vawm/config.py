@@ -402,6 +402,8 @@ def validate(cfg: Config) -> None:
                "optim.kind": ("adam", "laprop"), "var.weight": ("adaptive", "static"),
                "tempo.meta_grad": ("exact", "finite_diff"), "tempo.value_source": ("slow", "critic"),
                "tempo.value_norm": ("batch", "moving"), "tempo.sign": ("lookahead", "public_code"),
+               "var.direction": ("post_prior", "prior_post"), "var.critic": ("critic", "slow"),
+               "dream_critic.target": ("sg", "full"),
                "run.device": ("auto", "cpu", "cuda"),
                "run.eval_mode": ("mode", "sample")}
     for path, valid in choices.items():

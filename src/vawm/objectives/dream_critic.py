@@ -1,0 +1,143 @@
+"""Dream critic, ``dream-critic`` (``002`` §3.2, §4.1–4.2).
+
+A latent critic V_phi on the world model's posterior features, trained by temporal differences on
+*replayed* (real) transitions, whose loss is added to the world-model loss so that its gradient
+shapes the encoder and the dynamics:
+
+    L_critic = E[(V_phi(z_t) - (r_{t+1} + gamma V_phi(z_{t+1})))^2]           (``002`` §3.2)
+    L_dream  = L_base + lambda L_critic,   lambda = 0.5
+
+V_phi's parameters are returned by :meth:`DreamCritic.wm_parameters`, so they train with the world
+model's optimiser; it is a separate network from the actor-critic's critic.
+
+Readings (switches in :class:`DreamCriticConfig`):
+
+- Indexing: our replay stores with step t the reward r_t received on *arriving* at o_t, so the
+  reward of the transition z_t -> z_{t+1} (``002``'s r_t) is ``reward[:, t+1]``. Features are
+  ``Observed.post`` (s_t = (h_t, z_t) for ``rssm``; [z_t, h_t] for ``vae-lstm``), not only z_t.
+- Target: semi-gradient TD by default (``target=sg``): r + gamma V(z_{t+1}) is detached, feature
+  included, so only V(z_t) carries gradient (into V_phi, the encoder and the dynamics).
+  ``target=full`` differentiates the literal squared residual through both ends.
+- Episode boundaries: the transition t -> t+1 is dropped where ``is_first[t+1]`` (z_{t+1} starts a
+  new episode, so the pair is not a transition; time-limit truncations lose that one pair and are
+  never bootstrapped as terminals); where ``is_terminal[t+1]`` the target is r_{t+1} alone (no
+  bootstrap from a terminal state). The loss is the mean over the kept transitions of the batch.
+- "Imagined rollouts of horizon H = 15 evaluated by the dream critic": step 3 of §3.2 takes the
+  loss on actual experience, so the evaluation of dreams feeds no gradient. With ``imagine=true``
+  every ``imag_every`` updates we roll the world model out H steps with the current actor from
+  ``imag_starts`` posterior states (without gradient), evaluate V_phi on every imagined state and
+  log how consistent the dream is with the critic learned from real data:
+  ``dream_critic/imag_value`` (mean V_phi over imagined states), ``dream_critic/imag_td`` (mean
+  squared TD residual r^ + gamma c^ V(z^') - V(z^) along the dream, weighted by the predicted
+  continuation) and ``dream_critic/imag_gap`` (mean |H-step model return bootstrapped with V_phi
+  - V_phi(z_0)|). The actor-critic keeps its own critic for behaviour learning.
+
+Logged every update: ``dream_critic/loss`` (L_critic), ``dream_critic/value`` (mean V_phi on the
+replayed states) and, through the loop, ``dream_critic/weighted`` (lambda L_critic).
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields, is_dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from vawm.agents.actor_critic import lambda_returns
+from vawm.config import ConfigError, DreamCriticConfig
+from vawm.nets.layers import MLP
+from vawm.objectives.base import Context, Contribution, Objective
+from vawm.worldmodels.base import Observed
+
+TARGETS = ("sg", "full")
+
+
+# ---------------------------------------------------------------------------- pure math
+def td_errors(value: Tensor, reward: Tensor, is_first: Tensor, is_terminal: Tensor, gamma: float,
+              stop_grad: bool = True) -> tuple[Tensor, Tensor]:
+    """One-step TD errors along replayed sequences and the mask of real transitions.
+
+    value, reward, is_first, is_terminal: [B, T] (reward[t]: received on arriving at step t).
+    Returns delta [B, T-1] = r_{t+1} + gamma (1 - term_{t+1}) V_{t+1} - V_t and mask [B, T-1]
+    (0 where is_first[t+1]: no transition crosses an episode start).
+    """
+    nxt = value[:, 1:].detach() if stop_grad else value[:, 1:]
+    cont = 1.0 - is_terminal[:, 1:].to(value.dtype)
+    target = reward[:, 1:].to(value.dtype) + gamma * cont * nxt
+    if stop_grad:
+        target = target.detach()
+    delta = target - value[:, :-1]
+    mask = (~is_first[:, 1:].bool()).to(value.dtype)
+    return delta, mask
+
+
+def td_loss(value: Tensor, reward: Tensor, is_first: Tensor, is_terminal: Tensor, gamma: float,
+            stop_grad: bool = True) -> Tensor:
+    """L_critic = mean over real transitions of (V(z_t) - (r_{t+1} + gamma V(z_{t+1})))^2."""
+    delta, mask = td_errors(value, reward, is_first, is_terminal, gamma, stop_grad)
+    return (mask * delta.pow(2)).sum() / mask.sum().clamp(min=1.0)
+
+
+def index_start(start: Any, idx: Tensor) -> Any:
+    """Rows ``idx`` of a backbone's flattened start state (dataclass, tensor, tuple or dict)."""
+    if isinstance(start, Tensor):
+        return start[idx]
+    if is_dataclass(start):
+        return type(start)(**{f.name: index_start(getattr(start, f.name), idx)
+                              for f in fields(start)})
+    if isinstance(start, (tuple, list)):
+        return type(start)(index_start(s, idx) for s in start)
+    if isinstance(start, dict):
+        return {k: index_start(v, idx) for k, v in start.items()}
+    return start
+
+
+# ---------------------------------------------------------------------------- the objective
+class DreamCritic(Objective):
+    """``002``'s dream critic: a latent TD critic whose loss trains the world model too."""
+
+    name = "dream_critic"
+
+    def __init__(self, cfg: DreamCriticConfig, feat_dim: int):
+        super().__init__()
+        if cfg.target not in TARGETS:
+            raise ConfigError(f"config key 'dream_critic.target' is {cfg.target!r}; valid values: "
+                              f"{', '.join(TARGETS)}")
+        self.cfg = cfg
+        self.net = MLP(feat_dim, 1, cfg.layers, cfg.units, cfg.norm, cfg.act)
+
+    def wm_parameters(self) -> list[nn.Parameter]:
+        return list(self.net.parameters())
+
+    def value(self, feat: Tensor) -> Tensor:
+        return self.net(feat).squeeze(-1)                               # [..., F] -> [...]
+
+    def contribute(self, obs: Observed, ctx: Context) -> Contribution:
+        c, b = self.cfg, ctx.batch
+        v = self.value(obs.post)                                        # [B, T]
+        loss = td_loss(v, b["reward"], b["is_first"], b["is_terminal"], c.gamma,
+                       stop_grad=c.target == "sg")
+        metrics = {"dream_critic/loss": loss.detach(), "dream_critic/value": v.detach().mean()}
+        if c.imagine and c.horizon > 0 and ctx.update % max(1, c.imag_every) == 0:
+            metrics.update(self.evaluate_dreams(obs, ctx))
+        return Contribution(losses={"weighted": c.scale * loss}, metrics=metrics)
+
+    @torch.no_grad()
+    def evaluate_dreams(self, obs: Observed, ctx: Context) -> dict[str, Tensor]:
+        """Roll the world model out H steps from posterior states and score the dream with V_phi."""
+        c = self.cfg
+        n_all = obs.post.shape[0] * obs.post.shape[1]
+        start = obs.start
+        if c.imag_starts and c.imag_starts < n_all:
+            idx = torch.randperm(n_all, device=obs.post.device)[: c.imag_starts]
+            start = index_start(start, idx)
+        imag = ctx.backbone.imagine(start, lambda f: ctx.agent.policy(f).sample(), c.horizon)
+        v = self.value(imag.feat)                                       # [H+1, N]
+        cont = imag.cont                                                # [H+1, N]
+        alive = torch.cumprod(torch.cat([torch.ones_like(cont[:1]), cont[1:-1]], 0), 0)  # [H, N]
+        delta = imag.reward[1:] + c.gamma * cont[1:] * v[1:] - v[:-1]  # [H, N]
+        ret = lambda_returns(imag.reward, cont, v, c.gamma, 1.0)[0]    # H-step return, [N]
+        return {"dream_critic/imag_value": v.mean(),
+                "dream_critic/imag_td": (alive * delta.pow(2)).sum() / alive.sum().clamp(min=1e-8),
+                "dream_critic/imag_gap": (ret - v[0]).abs().mean()}

@@ -1,0 +1,194 @@
+"""Value-alignment regularisation, ``var`` (``000`` §4.2, eq. 2–5).
+
+The critic's value distribution V(v | s) (a 255-bin symlog twohot categorical) is evaluated at the
+posterior state s_t = (h_t, z_t ~ q) and at the prior state s~_t = (h_t, z~_t ~ p), and the two
+are pulled together with a KL in the dyn/rep split of the world model's own KL loss:
+
+    L_var  = beta_dyn KL[sg(V(s_t)) || V(s~_t)] + beta_rep KL[V(s_t) || sg(V(s~_t))]       (eq. 4)
+    beta_var = 1 / max(1, sg(KL[q(z_t | h_t, o_t) || p(z_t | h_t)]))                    (eq. 5)
+    L_world += 1[update >= warmup] * beta_var * L_var,   averaged over (b, t)            (eq. 2)
+
+Readings of ambiguous points (SPEC §1.2), each with its switch in :class:`VarConfig`:
+
+- eq. 4 writes sg() on *both* sides of the beta_rep term, which would give no gradient. As in
+  DreamerV3's KL split (and ``rssm``'s L_dyn), the dyn term stops the gradient of the posterior
+  side (it trains the prior state s~_t: the dynamics predictor and h_t) and the rep term stops the
+  gradient of the prior side (it trains the posterior state s_t: the encoder and h_t). The KL is
+  taken in eq. 4's direction, KL[V(s_t) || V(s~_t)] with the posterior's value distribution as the
+  reference, like KL[q || p] in eq. 3 (``direction=prior_post`` swaps the arguments, keeping which
+  side each term trains).
+- beta_var is computed per (batch, time) sample from that sample's KL (``per_sample=true``);
+  ``per_sample=false`` uses one weight from the batch-mean KL, 1 / max(1, mean KL).
+  ``weight=static`` replaces beta_var by the constant ``static_beta`` (``000`` Table 3: 0.5,
+  App. D: 50). The KL is the raw (un-clipped) posterior/prior KL the backbone reports.
+- The critic's parameters get no gradient from L_var: it is evaluated through
+  ``torch.func.functional_call`` with detached parameters, so gradients flow through the frozen
+  critic into the world-model states only, and the critic module itself is never modified (the
+  actor-critic update that follows is untouched). ``critic=slow`` uses the EMA critic instead.
+- "Training steps" of the warm-up are world-model updates: ``ctx.update`` counts the updates done
+  before this one, so the term is off for updates 0 .. warmup-1 and on from update ``warmup``.
+  During warm-up the term contributes nothing (zero loss, no graph); L_var is still evaluated
+  without gradient and logged, so its curve is comparable to the baseline's (``000`` Fig. 8).
+
+Both critic evaluations run as one batched call on [2B, T, F], and eq. 4's two terms as one
+fused KL with analytic gradients (:func:`value_alignment`; :func:`value_kl_split` is the plain
+autograd reference the tests compare it with).
+
+Logged every update: ``var/loss`` (L_var of eq. 4, mean over samples, before beta_var),
+``var/kl_dyn`` (the value KL KL[V(s_t) || V(s~_t)], mean; the dyn and rep terms share this
+value), ``var/beta`` (mean beta_var), ``var/active`` (0 during warm-up, 1 after) and, through the
+loop, ``var/weighted`` (the scalar added to the world-model loss). The backbone's own L_dyn is
+``wm/loss_dyn``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.func import functional_call
+
+from vawm.config import ConfigError, VarConfig
+from vawm.nets.dist import categorical_kl
+from vawm.objectives.base import Context, Contribution, Objective
+from vawm.worldmodels.base import Observed
+
+WEIGHTS = ("adaptive", "static")
+DIRECTIONS = ("post_prior", "prior_post")
+CRITICS = ("critic", "slow")
+
+
+# ---------------------------------------------------------------------------- pure math
+def value_kl(ref_logits: Tensor, other_logits: Tensor) -> Tensor:
+    """KL[P || Q] of categoricals from raw logits [..., K] (P: ``ref_logits``) -> [...]."""
+    logp = torch.log_softmax(ref_logits, -1)
+    logq = torch.log_softmax(other_logits, -1)
+    return (logp.exp() * (logp - logq)).sum(-1)
+
+
+def value_kl_split(post_logits: Tensor, prior_logits: Tensor, direction: str = "post_prior"
+                   ) -> tuple[Tensor, Tensor]:
+    """The two terms of eq. 4 per sample: (dyn, rep), each [...] from value logits [..., K].
+
+    dyn = KL[sg(V(s)) || V(s~)]  -- gradient reaches the prior side only
+    rep = KL[V(s) || sg(V(s~))]  -- gradient reaches the posterior side only
+    Both have the same value. ``direction=prior_post`` computes KL[V(s~) || V(s)] instead.
+    """
+    if direction not in DIRECTIONS:
+        raise ValueError(f"unknown direction {direction!r}; valid: {', '.join(DIRECTIONS)}")
+    lp, lq = torch.log_softmax(post_logits, -1), torch.log_softmax(prior_logits, -1)  # once each
+    lp_sg, lq_sg = lp.detach(), lq.detach()
+    if direction == "post_prior":                                   # KL[P || Q]
+        p, p_sg = lp.exp(), lp_sg.exp()
+        return (p_sg * (lp_sg - lq)).sum(-1), (p * (lp - lq_sg)).sum(-1)
+    q, q_sg = lq.exp(), lq_sg.exp()                                 # KL[Q || P]
+    return (q * (lq - lp_sg)).sum(-1), (q_sg * (lq_sg - lp)).sum(-1)
+
+
+class _SplitKL(torch.autograd.Function):
+    """(s_ref + s_other) KL[R || O] with the gradient of the KL scaled by s_ref on the ``ref``
+    logits and by s_other on the ``other`` logits: eq. 4's two terms in one pass. Analytic
+    gradients (R, O the softmaxes, d = log R - log O, kl = sum R d):
+    dKL/d ref = R (d - kl),  dKL/d other = O - R."""
+
+    @staticmethod
+    def forward(ctx, ref: Tensor, other: Tensor, s_ref: float, s_other: float):
+        lr, lo = torch.log_softmax(ref, -1), torch.log_softmax(other, -1)
+        r, d = lr.exp(), lr - lo
+        kl = (r * d).sum(-1)
+        ctx.save_for_backward(r, lo, d, kl)
+        ctx.s_ref, ctx.s_other = s_ref, s_other
+        ctx.mark_non_differentiable(kl)
+        return (s_ref + s_other) * kl, kl
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g: Tensor, _g_kl: Tensor):
+        r, lo, d, kl = ctx.saved_tensors
+        g = g.unsqueeze(-1)
+        g_ref = (g * ctx.s_ref) * r * (d - kl.unsqueeze(-1)) if ctx.needs_input_grad[0] else None
+        g_other = (g * ctx.s_other) * (lo.exp() - r) if ctx.needs_input_grad[1] else None
+        return g_ref, g_other, None, None
+
+
+def value_alignment(post_logits: Tensor, prior_logits: Tensor, beta_dyn: float, beta_rep: float,
+                    direction: str = "post_prior") -> tuple[Tensor, Tensor]:
+    """L_var of eq. 4 per sample and the value KL, [...] each, from value logits [..., K].
+
+    Same value and gradients as ``beta_dyn * dyn + beta_rep * rep`` of :func:`value_kl_split`
+    (the readable reference), in one fused pass: about half the elementwise work.
+    """
+    if direction == "post_prior":                   # ref = posterior: its gradient is the rep side
+        return _SplitKL.apply(post_logits, prior_logits, beta_rep, beta_dyn)
+    if direction == "prior_post":                   # ref = prior: its gradient is the dyn side
+        return _SplitKL.apply(prior_logits, post_logits, beta_dyn, beta_rep)
+    raise ValueError(f"unknown direction {direction!r}; valid: {', '.join(DIRECTIONS)}")
+
+
+def adaptive_beta(kl: Tensor, per_sample: bool = True, floor: float = 1.0) -> Tensor:
+    """beta_var = 1 / max(floor, sg(KL)) (eq. 5); kl [B, T] -> [B, T] (per sample) or [] (batch)."""
+    kl = kl.detach()
+    if not per_sample:
+        kl = kl.mean()
+    return 1.0 / kl.clamp(min=floor)
+
+
+def model_kl(obs: Observed) -> Tensor:
+    """KL[q(z|h,o) || p(z|h)] per (b, t) as the backbone exposes it, [B, T], without gradient."""
+    if "kl_post_prior" in obs.extras:           # Gaussian backbones (vae-lstm)
+        return obs.extras["kl_post_prior"].detach()
+    if "dyn" in obs.terms:                      # categorical backbones: raw KL, same value as rep
+        return obs.terms["dyn"].detach()
+    if obs.post_logits is not None and obs.prior_logits is not None:
+        return categorical_kl(obs.post_logits.detach(), obs.prior_logits.detach())
+    raise ValueError("var needs the posterior/prior KL: the backbone's Observed has no "
+                     "terms['dyn'], extras['kl_post_prior'] or latent logits")
+
+
+# ---------------------------------------------------------------------------- the objective
+class ValueAlignment(Objective):
+    """``000``'s value-alignment regulariser on any backbone that exposes post/prior features."""
+
+    name = "var"
+
+    def __init__(self, cfg: VarConfig):
+        super().__init__()
+        for key, val, valid in (("weight", cfg.weight, WEIGHTS),
+                                ("direction", cfg.direction, DIRECTIONS),
+                                ("critic", cfg.critic, CRITICS)):
+            if val not in valid:
+                raise ConfigError(f"config key 'var.{key}' is {val!r}; valid values: "
+                                  f"{', '.join(valid)}")
+        if cfg.warmup < 0:
+            raise ConfigError(f"var.warmup must be >= 0, got {cfg.warmup}")
+        self.cfg = cfg
+
+    def value_logits(self, critic: torch.nn.Module, post: Tensor, prior: Tensor
+                     ) -> tuple[Tensor, Tensor]:
+        """Critic logits at s_t and s~_t in one call through the frozen critic: [B, T, K] each."""
+        # post, prior: [B, T, F]
+        params = {k: p.detach() for k, p in critic.named_parameters()}
+        logits = functional_call(critic, params, (torch.cat([post, prior], 0),)).logits
+        return logits.split(post.shape[0], 0)               # [2B, T, K] -> 2 x [B, T, K]
+
+    def beta(self, obs: Observed) -> Tensor:
+        c = self.cfg
+        if c.weight == "static":
+            return torch.full((), c.static_beta, device=obs.post.device)
+        return adaptive_beta(model_kl(obs), c.per_sample, c.kl_floor)   # eq. 5
+
+    def contribute(self, obs: Observed, ctx: Context) -> Contribution:
+        c = self.cfg
+        active = ctx.update >= c.warmup                                 # eq. 2 indicator
+        critic = ctx.agent.slow_critic if c.critic == "slow" else ctx.agent.critic
+        with torch.enable_grad() if active else torch.no_grad():
+            v_post, v_prior = self.value_logits(critic, obs.post, obs.prior)
+            l_var, kl = value_alignment(v_post, v_prior, c.beta_dyn, c.beta_rep,
+                                        c.direction)                    # eq. 4, [B, T] each
+            beta = self.beta(obs)                                       # [B, T] or []
+            weighted = c.scale * (beta * l_var).mean() if active else None
+        metrics = {"var/loss": l_var.detach().mean(), "var/kl_dyn": kl.mean(),
+                   "var/beta": beta.detach().mean(),
+                   "var/active": torch.tensor(float(active))}
+        if weighted is None:                                            # warm-up: nothing added
+            weighted = torch.zeros((), device=obs.post.device)
+        return Contribution(losses={"weighted": weighted}, metrics=metrics)
