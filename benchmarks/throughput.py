@@ -1,0 +1,166 @@
+"""Updates per second of one backbone/preset/objective on a synthetic replay batch.
+
+    python benchmarks/throughput.py --backbone tssm                     # storm-cpu, CartPole shapes
+    python benchmarks/throughput.py --backbone tssm --preset storm --obs-shape 3,64,64 --device cuda
+    python benchmarks/throughput.py --backbone rssm --preset cpu --objective var
+
+Measured: seconds per full ``Agent.train_step`` (observe, objective, world-model step, actor-critic
+in imagination): ``--warmup`` untimed updates, then the median (and IQR) of ``--updates`` timed
+ones. Also, on the same batch: the imagination alone (``backbone.imagine`` from
+``agent.imag_starts`` starts, horizon ``agent.horizon``, no gradient, as the agent calls it), and
+for ``tssm`` the same rollout without the key/value cache (``tssm.kv_cache=false``: every step
+re-runs the whole context + rollout), which is what the cache saves. The batch is random
+observations of the env's (or ``--obs-shape``'s) shapes; its content does not change the cost.
+``var`` runs with ``var.warmup=0``. Run it niced on shared machines; for the cost of every
+objective against ``none`` use ``benchmarks/objective_cost.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+DEFAULT_PRESET = {"rssm": "cpu", "tssm": "storm-cpu", "vae-lstm": "cartpole-vae-lstm"}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--backbone", default="tssm", help="rssm | tssm | vae-lstm")
+    p.add_argument("--preset", help="config presets (default: storm-cpu for tssm, cpu for rssm)")
+    p.add_argument("--objective", default="none")
+    p.add_argument("--env", default="gym:CartPole-v1", help="env id whose shapes the batch takes")
+    p.add_argument("--obs-shape", help="synthetic shape instead of --env's: 3,64,64 (image) or 17")
+    p.add_argument("--action-dim", type=int, default=6, help="with --obs-shape (discrete)")
+    p.add_argument("--updates", type=int, default=10, help="timed updates (median reported)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed updates first")
+    p.add_argument("--imagine-reps", type=int, default=5, help="timed imagination rollouts")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch default)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--out", help="JSON output (default: runs/bench/throughput-<backbone>-....json)")
+    return p.parse_args(argv)
+
+
+def synthetic_batch(cfg, info: dict, device: torch.device) -> dict[str, torch.Tensor]:
+    """[B, T] random replay batch: ~2% episode starts and terminals."""
+    B, T = cfg.run.batch_size, cfg.run.batch_length
+    g = torch.Generator().manual_seed(cfg.seed)
+    shape, A = tuple(info["obs_shape"]), info["action_dim"]
+    if info["obs_kind"] == "image":
+        obs = torch.randint(0, 256, (B, T, *shape), generator=g, dtype=torch.uint8)
+    else:
+        obs = torch.randn(B, T, *shape, generator=g)
+    if info["discrete"]:
+        action = torch.nn.functional.one_hot(torch.randint(0, A, (B, T), generator=g), A).float()
+    else:
+        action = torch.rand(B, T, A, generator=g) * 2 - 1
+    first = torch.rand(B, T, generator=g) < 0.02
+    term = torch.rand(B, T, generator=g) < 0.02
+    batch = {"obs": obs, "action": action, "reward": torch.rand(B, T, generator=g),
+             "is_first": first, "is_last": term, "is_terminal": term}
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def median_iqr(xs: list[float]) -> tuple[float, float, float]:
+    q = statistics.quantiles(xs, n=4) if len(xs) > 1 else [xs[0]] * 3
+    return q[0], statistics.median(xs), q[2]
+
+
+def timed(fn, n: int, device: torch.device) -> list[float]:
+    out = []
+    for _ in range(n):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    from vawm.config import build_config
+    from vawm.train import Agent
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu")
+                          if args.device == "auto" else args.device)
+    preset = args.preset or DEFAULT_PRESET.get(args.backbone, "cpu")
+    cfg = build_config(preset, {"backbone": args.backbone, "objective": args.objective,
+                                "env": args.env, "seed": args.seed}, ["var.warmup=0", *args.set])
+    if args.obs_shape:
+        shape = tuple(int(s) for s in args.obs_shape.split(","))
+        info = {"obs_kind": "image" if len(shape) == 3 else "vector", "obs_shape": shape,
+                "discrete": True, "action_dim": args.action_dim}
+    else:
+        from vawm.envs import env_info
+        info = env_info(cfg.env, cfg.env_cfg)
+    torch.manual_seed(args.seed)
+    agent = Agent(cfg, info).to(device)
+    batch = synthetic_batch(cfg, info, device)
+    timed(lambda: agent.train_step(batch), args.warmup, device)
+    upd = timed(lambda: agent.train_step(batch), args.updates, device)
+
+    # imagination alone, as the agent calls it (no gradient for discrete actions)
+    wm = agent.wm
+    with torch.no_grad():
+        start = wm.observe(batch).start
+    n = batch["reward"].numel()
+    if cfg.agent.imag_starts and cfg.agent.imag_starts < n:
+        idx = torch.randperm(n, device=device)[: cfg.agent.imag_starts]
+        start = type(start)(*(getattr(start, f)[idx] for f in start.__dataclass_fields__))
+        n = cfg.agent.imag_starts
+    policy = lambda f: agent.ac.actor(f).sample()  # noqa: E731
+
+    def imagine():
+        with torch.no_grad():
+            wm.imagine(start, policy, cfg.agent.horizon)
+
+    imagine()
+    rows = {"update": upd, "imagine": timed(imagine, args.imagine_reps, device)}
+    if args.backbone == "tssm":
+        wm.cfg.kv_cache = False
+        imagine()
+        rows["imagine_no_cache"] = timed(imagine, args.imagine_reps, device)
+        wm.cfg.kv_cache = True
+
+    label = args.obs_shape and "synthetic:" + args.obs_shape.replace(",", "x") or args.env
+    print(f"throughput: {args.backbone}+{args.objective}, preset {preset}, {label}, batch "
+          f"{cfg.run.batch_size}x{cfg.run.batch_length}, {n} imagination starts x horizon "
+          f"{cfg.agent.horizon}, device {device}, threads {torch.get_num_threads()}, load "
+          f"{os.getloadavg()[0]:.1f}")
+    result = {"backbone": args.backbone, "objective": args.objective, "preset": preset,
+              "env": label, "device": str(device), "threads": torch.get_num_threads(),
+              "n_updates": args.updates, "warmup_updates": args.warmup, "imag_starts": n,
+              "horizon": cfg.agent.horizon, "loadavg": os.getloadavg(),
+              "torch": torch.__version__, "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+    for name, xs in rows.items():
+        q1, med, q3 = median_iqr(xs)
+        result[name] = {"median_s": round(med, 5), "iqr_s": [round(q1, 5), round(q3, 5)],
+                        "n": len(xs)}
+        extra = f", {1 / med:.2f} updates/s" if name == "update" else ""
+        print(f"  {name:17s} {med:.4f} s (IQR {q1:.4f}-{q3:.4f}, n={len(xs)}){extra}")
+    if "imagine_no_cache" in result:
+        speedup = result["imagine_no_cache"]["median_s"] / result["imagine"]["median_s"]
+        result["cache_speedup"] = round(speedup, 2)
+        print(f"  key/value cache: {speedup:.2f}x faster imagination")
+    out = Path(args.out) if args.out else Path("runs/bench") / (
+        f"throughput-{args.backbone}-{args.objective}-{label.replace(':', '-')}-{device.type}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
