@@ -14,13 +14,6 @@ from vawm.objectives.dream_critic import DreamCritic, index_start, td_errors, td
 INFO = {"obs_kind": "vector", "obs_shape": (4,), "discrete": True, "action_dim": 2}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _seq():
     # one sequence of 4 steps; step 2 starts a new episode, step 3 is terminal

@@ -18,15 +18,6 @@ from vawm.worldmodels import build_backbone
 from vawm.worldmodels.tssm import TSSM, TSSMStart
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small ops on 2 shared cores run far faster (and steadier) on one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make(kind: str = "vector", sets: tuple[str, ...] = (), objective: str = "none"):
     cfg = build_config("storm-tiny", {"objective": objective}, list(sets))
     shape = (4,) if kind == "vector" else (3, 16, 16)

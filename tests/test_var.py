@@ -24,14 +24,6 @@ from vawm.worldmodels.base import Observed
 B, T, F = 2, 3, 5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: these tiny graphs only lose time to thread hand-offs on shared cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _critic(seed: int = 0) -> Critic:
     torch.manual_seed(seed)

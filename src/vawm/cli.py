@@ -35,7 +35,8 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", help="comma-separated presets, applied in order (see `vawm presets`)")
     p.add_argument("--steps", type=int, help="environment-step budget (frames: policy steps x repeat)")
     p.add_argument("--seed", type=int)
-    p.add_argument("--run-dir", help="run directory (default: runs/<env>-<backbone>-<objective>-s<seed>-<time>)")
+    p.add_argument("--run-dir",
+                   help="run directory (default: runs/<env>-<backbone>-<objective>-s<seed>-<time>)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config field, e.g. --set rssm.deter=512 (repeatable)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
@@ -54,12 +55,14 @@ def cmd_train(argv: list[str]) -> int:
         if args.resume:
             run_dir = Path(args.resume)
             if not (run_dir / "config.yaml").exists():
-                return _fail(f"cannot resume {run_dir}: no config.yaml there (not a vawm run directory)")
+                return _fail(f"cannot resume {run_dir}: no config.yaml there "
+                             "(not a vawm run directory)")
             others = [k for k in ("env", "backbone", "objective", "preset", "seed", "run_dir")
                       if getattr(args, k) is not None] + (["set"] if args.set else [])
             if others:
-                return _fail(f"--resume takes its config from {run_dir}/config.yaml; drop "
-                             f"{', '.join('--' + o.replace('_', '-') for o in others)} (only --steps may change)")
+                flags = ", ".join("--" + o.replace("_", "-") for o in others)
+                return _fail(f"--resume takes its config from {run_dir}/config.yaml; drop {flags} "
+                             "(only --steps may change)")
             cfg = load_config_file(str(run_dir / "config.yaml"))
             if args.steps:
                 cfg.steps = args.steps
