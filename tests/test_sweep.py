@@ -186,8 +186,10 @@ def test_local_sweep_interrupted_and_resumed(tmp_path):
     first, second = root / "rssm/gym-CartPole-v1/seed0", root / "rssm/gym-CartPole-v1/seed1"
     cmd = [PY, "-m", "vawm.sweep", str(f), "--root", str(root), "--no-ray", "--no-progress"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # each cell holds still for 2 s after a periodic checkpoint, so the "first finished, second
+    # resumable" window is always there to be seen, however fast the machine is
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env)
+                            env={**env, "VAWM_TEST_PAUSE_AFTER_CHECKPOINT": "2"})
     try:
         # interrupt once the first cell finished and the second has written a checkpoint
         _wait_for(lambda: cell_status(first) == "finished"

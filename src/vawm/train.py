@@ -35,6 +35,8 @@ from vawm.worldmodels import build_backbone
 CKPT = "checkpoints/latest.pt"
 # Test hook: SIGKILL this process when it reaches this many policy steps (resume tests).
 _KILL_AT = int(os.environ.get("VAWM_TEST_KILL_AT_STEP", "-1"))
+# Test hook: sleep this many seconds after each periodic checkpoint (sweep interruption tests).
+_PAUSE_AFTER_CKPT = float(os.environ.get("VAWM_TEST_PAUSE_AFTER_CHECKPOINT", "0"))
 
 
 class NonFiniteLossError(RuntimeError):
@@ -310,6 +312,8 @@ class Trainer:
                 if self.env_steps >= self.next_ckpt:
                     self.save_checkpoint()
                     self.next_ckpt += r.checkpoint_every
+                    if _PAUSE_AFTER_CKPT > 0:     # test hook: hold a resumable state a while
+                        time.sleep(_PAUSE_AFTER_CKPT)
                 if self.policy_steps == _KILL_AT:   # test hook: simulate `kill -9` here
                     os.kill(os.getpid(), signal.SIGKILL)
                 if bar is not None:
