@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import torch
 
@@ -43,3 +44,26 @@ def test_kill_and_resume_is_bit_identical(tmp_path):
     ref_rows = [json.loads(r) for r in (ref / "metrics.jsonl").read_text().splitlines()]
     assert [r["wm/loss"] for r in rows if "wm/loss" in r] == \
         [r["wm/loss"] for r in ref_rows if "wm/loss" in r]
+
+
+def test_sigterm_checkpoints_and_resumes(tmp_path):
+    """SIGTERM (cluster preemption) stops at a step boundary with a checkpoint; resume finishes."""
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "vawm", "train", *ARGS, "--run-dir", str(run),
+           "--set", "run.checkpoint_every=100000"]       # no periodic checkpoint at all
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    metrics = run / "metrics.jsonl"
+    deadline = time.time() + 300
+    while not (metrics.exists() and metrics.read_text().strip()):   # wait for the first log row
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "--resume" in err
+    steps = int(load(run / "checkpoints" / "latest.pt")["policy_steps"])
+    assert 60 <= steps < 240 and not (run / "summary.json").exists()
+    out = _train("--resume", str(run), "--no-progress")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads((run / "summary.json").read_text())["policy_steps"] == 240

@@ -49,7 +49,7 @@ def cmd_train(argv: list[str]) -> int:
     from vawm.checkpoint import CheckpointError
     from vawm.config import ConfigError, build_config, load_config_file
     from vawm.envs import UnknownEnvError, parse_env_id
-    from vawm.train import CKPT, NonFiniteLossError, Trainer
+    from vawm.train import CKPT, NonFiniteLossError, RunInterrupted, Trainer
 
     try:
         if args.resume:
@@ -88,6 +88,9 @@ def cmd_train(argv: list[str]) -> int:
     except NonFiniteLossError as e:
         sys.stderr.write(f"vawm: error: {e}\n")
         return 1
+    except RunInterrupted as e:
+        sys.stderr.write(f"\nvawm: {e}; continue with: vawm train --resume {run_dir}\n")
+        return 128 + e.signum
     except KeyboardInterrupt:
         sys.stderr.write(f"\nvawm: interrupted; continue with: vawm train --resume {run_dir}\n")
         return 130

@@ -43,6 +43,36 @@ class NonFiniteLossError(RuntimeError):
     pass
 
 
+class RunInterrupted(RuntimeError):
+    """Raised after a SIGTERM/SIGINT once the run has checkpointed at a step boundary."""
+
+    def __init__(self, signum: int, env_steps: int):
+        super().__init__(f"stopped by {signal.Signals(signum).name} at env step {env_steps}; "
+                         "checkpoint written")
+        self.signum = signum
+
+
+class _StopFlag:
+    """Turns SIGTERM and SIGINT into a flag the loop checks between steps (main thread only)."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._old = {}
+        import threading
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None:      # a second signal: stop at once
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def restore(self) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -281,11 +311,15 @@ class Trainer:
             self.carry = _carry_to(self.carry, self.device)
             self.prev_action = torch.zeros(r.num_envs, self.info["action_dim"], device=self.device)
         per_update = r.batch_size * r.batch_length
+        stop = _StopFlag()
         bar = _progress(self.progress, cfg.steps, self.env_steps)
         t_upd, n_upd = time.time(), 0
         last_ret = float("nan")
         try:
             while self.env_steps < cfg.steps:
+                if stop.signum is not None:     # SIGTERM / Ctrl-C: checkpoint at a step boundary
+                    self.save_checkpoint()
+                    raise RunInterrupted(stop.signum, self.env_steps)
                 self.collect_step()
                 if self.policy_steps >= r.prefill and self.replay.can_sample():
                     self.update_credit += r.train_ratio * r.num_envs / per_update
@@ -320,6 +354,7 @@ class Trainer:
                     bar.n = min(self.env_steps, cfg.steps)
                     bar.refresh() if self.policy_steps % 50 == 0 else None
         finally:
+            stop.restore()
             if bar is not None:
                 bar.close()
         self.save_checkpoint()
