@@ -188,8 +188,10 @@ def test_local_sweep_interrupted_and_resumed(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     # each cell holds still for 2 s after a periodic checkpoint, so the "first finished, second
     # resumable" window is always there to be seen, however fast the machine is
+    # pytest-xdist workers ignore SIGINT and children inherit that: restore the default first
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**env, "VAWM_TEST_PAUSE_AFTER_CHECKPOINT": "2"})
+                            env={**env, "VAWM_TEST_PAUSE_AFTER_CHECKPOINT": "2"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         # interrupt once the first cell finished and the second has written a checkpoint
         _wait_for(lambda: cell_status(first) == "finished"
