@@ -29,7 +29,7 @@ from vawm.driver import Driver
 from vawm.envs import DEFAULT_ACTION_REPEAT, env_info, parse_env_id
 from vawm.nets.optim import Optim
 from vawm.objectives import Context, build_objective
-from vawm.replay import Replay, rng_state, set_rng_state
+from vawm.replay import Replay
 from vawm.worldmodels import build_backbone
 
 CKPT = "checkpoints/latest.pt"
@@ -477,4 +477,4 @@ def set_rng_state_legacy(d: dict) -> None:
                          d["cached"]))
 
 
-__all__ = ["Trainer", "Agent", "NonFiniteLossError", "rng_state", "set_rng_state"]
+__all__ = ["Trainer", "Agent", "NonFiniteLossError", "RunInterrupted", "evaluate_policy"]

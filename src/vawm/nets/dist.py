@@ -77,15 +77,6 @@ def unimix_logits(logits: Tensor, unimix: float) -> Tensor:
     return torch.log(probs)
 
 
-def onehot_straight_through(logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """Sample one-hot vectors from categorical ``logits`` [..., C] with straight-through gradients."""
-    probs = torch.softmax(logits, -1)
-    flat = probs.reshape(-1, probs.shape[-1])
-    idx = torch.multinomial(flat.detach(), 1, generator=generator).reshape(probs.shape[:-1])
-    onehot = F.one_hot(idx, probs.shape[-1]).to(probs.dtype)
-    return onehot + probs - probs.detach()
-
-
 def sample_categorical_st(logits: Tensor) -> Tensor:
     """Straight-through one-hot sample from *normalised* log-probs [..., C] (Gumbel-max).
 

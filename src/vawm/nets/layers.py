@@ -10,7 +10,6 @@ import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -214,7 +213,3 @@ class BlockGRU(nn.Module):
         update = torch.sigmoid(update - 1)
         out = update * cand + (1 - update) * hb
         return out.reshape(*lead, -1)
-
-
-def flat_onehot(x: Tensor, classes: int) -> Tensor:
-    return F.one_hot(x, classes).float()

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import torch
 from torch import Tensor, nn
 
 
@@ -74,11 +73,3 @@ class Backbone(nn.Module):
                  ) -> tuple[Any, Tensor]:
         """One filtering step while acting: returns (new carry, feature [N, F])."""
         raise NotImplementedError
-
-
-def flatten_bt(x: Tensor) -> Tensor:
-    return x.reshape(-1, *x.shape[2:])
-
-
-def no_grad_if(cond: bool):
-    return torch.no_grad() if cond else torch.enable_grad()
