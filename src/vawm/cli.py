@@ -160,6 +160,7 @@ COMMANDS = {
     "sweep": _delegate("vawm.sweep"),
     "report": _delegate("vawm.report.cli"),
     "garnet": _delegate("vawm.garnet.cli"),
+    "imagine": _delegate("vawm.imagine"),
     "presets": cmd_presets,
 }
 
@@ -176,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                   "  sweep    run a grid of runs (locally or on a Ray cluster)\n"
                   "  report   tables and figures in the papers' layout\n"
                   "  garnet   the finite-MDP calibration lab\n"
+                  "  imagine  a world model's imagined trajectories and value saliency\n"
                   "  presets  list config presets")
             return 0
     cmd, rest = argv[0], argv[1:]

@@ -95,6 +95,17 @@ class ChannelNorm(nn.Module):
         return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
+def conv_stages(size: tuple[int, int], most: int) -> int:
+    """Stride-2 blocks for an image of ``size``: up to ``most``, while both sides stay divisible."""
+    s = 0
+    while s < most and size[0] % 2 ** (s + 1) == 0 and size[1] % 2 ** (s + 1) == 0:
+        s += 1
+    if s == 0:
+        raise ValueError(f"image side {size} is odd; the CNN encoder needs sides divisible by 2 "
+                         "(use a vector observation, e.g. env_cfg.minatar_obs=vector)")
+    return s
+
+
 class ConvEncoder(nn.Module):
     """Image [N, C, 64, 64] uint8-scaled to [-0.5, 0.5] -> flat features; channels depth*2^i."""
 

@@ -62,6 +62,10 @@ class Backbone(nn.Module):
     def reward_mean(self, feat: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def decode(self, feat: Tensor) -> Tensor:
+        """Decoded observation of features [..., F] in raw observation units (images: [0, 255])."""
+        raise NotImplementedError
+
     def cont_prob(self, feat: Tensor) -> Tensor:
         raise NotImplementedError
 

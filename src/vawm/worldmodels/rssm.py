@@ -24,6 +24,7 @@ from vawm.nets.dist import (
     free_bits,
     kl_split,
     sample_categorical_st,
+    symexp,
     symlog,
     symlog_bins,
     unimix_logits,
@@ -35,6 +36,7 @@ from vawm.nets.layers import (
     ConvEncoder,
     LayerNormGRU,
     NormDense,
+    conv_stages,
     make_act,
     make_norm,
 )
@@ -61,8 +63,9 @@ class RSSM(Backbone):
         self.feat_dim = D + S * C
         n, a = cfg.norm, cfg.act
         if image:
-            self.encoder = ConvEncoder(obs_shape[0], cfg.cnn_depth, 4, n, a, obs_shape[1:])
-            self.decoder = ConvDecoder(self.feat_dim, obs_shape[0], cfg.cnn_depth, 4, n, a,
+            st = conv_stages(obs_shape[1:], 4)    # 64x64 -> 4x4 as DreamerV3; 10x10 -> 5x5
+            self.encoder = ConvEncoder(obs_shape[0], cfg.cnn_depth, st, n, a, obs_shape[1:])
+            self.decoder = ConvDecoder(self.feat_dim, obs_shape[0], cfg.cnn_depth, st, n, a,
                                        obs_shape[1:])
         else:
             self.encoder = MLP(obs_shape[0], None, cfg.layers, cfg.units, n, a)
@@ -121,6 +124,10 @@ class RSSM(Backbone):
         if self.image:
             return self.encoder(obs.float() / 255.0 - 0.5)
         return self.encoder(symlog(obs.float()))
+
+    def decode(self, feat: Tensor) -> Tensor:
+        out = self.decoder(feat)
+        return (out + 0.5) * 255.0 if self.image else symexp(out)
 
     def reward_dist(self, feat: Tensor) -> TwoHotSymlog:
         return TwoHotSymlog(self.reward_head(feat), self.bins)

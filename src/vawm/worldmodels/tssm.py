@@ -64,11 +64,12 @@ from vawm.nets.dist import (
     free_bits,
     kl_split,
     sample_categorical_st,
+    symexp,
     symlog,
     symlog_bins,
     unimix_logits,
 )
-from vawm.nets.layers import MLP
+from vawm.nets.layers import MLP, conv_stages
 from vawm.nets.transformer import CausalTransformer, KVCache, causal_mask, segment_mask
 from vawm.worldmodels.base import Backbone, Imagined, Observed
 
@@ -95,17 +96,6 @@ class TSSMCarry:
 
 
 # ---------------------------------------------------------------------------- encoders / decoders
-def conv_stages(size: tuple[int, int], most: int) -> int:
-    """Stride-2 blocks for an image of ``size``: up to ``most``, while both sides stay divisible."""
-    s = 0
-    while s < most and size[0] % 2 ** (s + 1) == 0 and size[1] % 2 ** (s + 1) == 0:
-        s += 1
-    if s == 0:
-        raise ValueError(f"image side {size} is odd; the tssm CNN needs sides divisible by 2 "
-                         "(use a vector observation, e.g. env_cfg.minatar_obs=vector)")
-    return s
-
-
 class BNConvEncoder(nn.Module):
     """Table 7: blocks of Conv(4, stride 2, pad 1) + BN + ReLU, channels depth*2^i; flattened."""
 
@@ -228,6 +218,10 @@ class TSSM(Backbone):
 
     def _h(self, feat: Tensor) -> Tensor:
         return feat[..., self.zdim:]
+
+    def decode(self, feat: Tensor) -> Tensor:
+        out = self.decoder(feat[..., :self.zdim])          # the decoder reads z only (Table 8)
+        return out * 255.0 if self.image else symexp(out)
 
     def reward_dist(self, h: Tensor) -> TwoHotSymlog:
         return TwoHotSymlog(self.reward_head(h), self.bins)

@@ -183,6 +183,9 @@ class VAELSTM(Backbone):
             return (out + 0.5) * 255.0
         return symexp(out) if self.cfg.symlog else out
 
+    def decode(self, feat: Tensor) -> Tensor:
+        return self.decode_obs(feat[..., :self.cfg.latent])
+
     def _lstm_inputs(self, z: Tensor, action: Tensor) -> Tensor:
         """Input projection W_ih [z, a] + b for all steps at once: [..., Z + A] -> [..., 4L]."""
         return F.linear(torch.cat([z, action], -1), self.lstm.weight_ih,
