@@ -237,7 +237,8 @@ def ablation_section(exp: Experiment, g: Gathered, refs: dict) -> list[str]:
     flags = {m: {name[e]: g.flagged(m, e) for e in g.envs} for m in exp.methods}
     return [tables.ablation_table(means, flags, exp.methods, exp.baselines, tasks, exp.labels),
             "", f"Scores: mean over seeds of the final evaluation return; % against the "
-                f"baseline row; {tables.FLAG} = fewer seeds than expected."]
+                f"baseline row; {tables.FLAG} = fewer seeds than expected.", "",
+            "The same runs with their spread over seeds:", "", *generic_section(exp, g)]
 
 
 def generic_section(exp: Experiment, g: Gathered) -> list[str]:
