@@ -1,5 +1,6 @@
 """Behaviour-learning math: lambda-returns, percentile scale, optimisers."""
 
+import pytest
 import torch
 
 from vawm.agents.actor_critic import lambda_returns
@@ -81,3 +82,57 @@ def test_agc_clips_relative_to_weight_norm():
     q.grad = torch.full((4,), 0.1)
     agc_([q], clip=0.3)
     assert torch.allclose(q.grad, torch.full((4,), 0.1))        # under the limit: unchanged
+
+
+class _FixedDream(torch.nn.Module):
+    """A stand-in backbone whose imagination is a fixed rollout (to check the agent's losses)."""
+
+    def __init__(self, H=4, N=6, F=5, A=3):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.feat = torch.randn(H + 1, N, F, generator=g)
+        self.reward = torch.rand(H + 1, N, generator=g)
+        self.cont = (torch.rand(H + 1, N, generator=g) > 0.2).float()
+        self.action = torch.nn.functional.one_hot(torch.randint(A, (H + 1, N), generator=g), A).float()
+
+    def imagine(self, start, policy, horizon, grad=False):
+        from vawm.worldmodels.base import Imagined
+        return Imagined(self.feat, self.action, self.reward, self.cont.clone())
+
+
+@pytest.mark.parametrize("slow_target, cont_weight", [("value", True), ("return", False)])
+def test_critic_loss_dreamer_and_storm_styles_by_hand(slow_target, cont_weight):
+    """DreamerV3: CE to R^lambda + CE to v_slow(s), weighted by the continuation product; STORM:
+    CE to R^lambda + CE to R^lambda computed with v_slow, plain mean."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from vawm.agents.actor_critic import ActorCritic
+    from vawm.config import AgentConfig, OptimConfig
+
+    wm = _FixedDream()
+    cfg = replace(AgentConfig(), units=8, layers=1, horizon=4, gamma=0.9, lam=0.8,
+                  slow_target=slow_target, cont_weight=cont_weight)
+    torch.manual_seed(0)
+    ac = ActorCritic(5, 3, True, cfg, OptimConfig())
+    with torch.no_grad():
+        for p in ac.slow_critic.parameters():
+            p.add_(0.3 * torch.randn_like(p))          # slow != online, so the targets differ
+    N = wm.feat.shape[1]
+    batch = {"is_terminal": torch.zeros(1, N)}
+    obs = SimpleNamespace(start=None)
+    with torch.no_grad():
+        cont = wm.cont.clone()
+        cont[0] = 1.0
+        ret = lambda_returns(wm.reward, cont, ac.critic(wm.feat).mean, 0.9, 0.8)
+        fd = wm.feat[:-1]
+        if slow_target == "return":
+            slow = lambda_returns(wm.reward, cont, ac.slow_critic(wm.feat).mean, 0.9, 0.8)
+        else:
+            slow = ac.slow_critic(fd).mean
+        dist = ac.critic(fd)
+        per = -dist.log_prob(ret) - dist.log_prob(slow)
+        w = torch.cumprod(cont, 0)[:-1] if cont_weight else torch.ones_like(per)
+        expected = (w * per).mean()
+    metrics = ac.train_step(wm, obs, batch)
+    assert torch.isclose(metrics["agent/critic_loss"], expected, rtol=1e-5)

@@ -72,6 +72,12 @@ class AgentConfig:
     retnorm_decay: float = 0.99
     retnorm_limit: float = 1.0
     imag_starts: int = 0        # 0 = imagine from all B*T posterior states; else a random subset
+    # STORM's agent (weipu-zhang/STORM agents.py) differs from DreamerV3's in two places; preset
+    # ``storm-agent`` selects both: the slow critic's regulariser target is the lambda-return
+    # computed with the slow critic's values (``return``) instead of its value (``value``), and
+    # the losses are plain means instead of weighted by the imagined continuation product.
+    slow_target: str = "value"  # value (DreamerV3) | return (STORM)
+    cont_weight: bool = True    # weight actor/critic losses by prod c (DreamerV3); STORM: false
 
 
 @dataclass
@@ -399,6 +405,7 @@ def validate(cfg: Config) -> None:
             f"unknown objective {cfg.objective!r}; valid objectives: {', '.join(OBJECTIVES)}")
     choices = {"rssm.gru": ("layernorm", "block"), "rssm.norm": ("layer", "rms", "none"),
                "agent.actor_grad": ("auto", "reinforce", "dynamics"),
+               "agent.slow_target": ("value", "return"),
                "optim.kind": ("adam", "laprop"), "var.weight": ("adaptive", "static"),
                "tempo.meta_grad": ("exact", "finite_diff"), "tempo.value_source": ("slow", "critic"),
                "tempo.value_norm": ("batch", "moving"), "tempo.sign": ("lookahead", "public_code"),

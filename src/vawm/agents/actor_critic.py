@@ -2,8 +2,13 @@
 
     R^lambda_t = r_{t+1} + gamma c_{t+1} ((1 - lambda) v_{t+1} + lambda R^lambda_{t+1}),  R_H = v_H   (eq. 7)
     L_critic   = -ln p(sg(R^lambda_t) | s_t)  + slowreg * -ln p(sg(v_slow(s_t)) | s_t)
+                 (``slow_target=return``, STORM: the second target is R^lambda_t computed with v_slow)
     L_actor    = -sg(A_t) ln pi(a_t | s_t) - eta H[pi(. | s_t)]                                (eq. 8)
     A_t        = (R^lambda_t - v(s_t)) / max(1, S),  S = EMA(Per(R, 95) - Per(R, 5), 0.99)    (eq. 9)
+
+Both losses are weighted by the imagined continuation product prod_{k<=t} c_k (DreamerV3;
+``cont_weight=false``: plain means, as STORM's code). STORM's lambda-return bootstraps the step
+t -> t+1 with v_t rather than v_{t+1} in its code; that indexing is not reproduced.
 
 For continuous actions the 2023 default backpropagates the return through the dynamics
 (``actor_grad=dynamics``); REINFORCE is used for discrete actions and by the 2025 preset.
@@ -110,7 +115,7 @@ class ActorCritic(nn.Module):
         feat = imag.feat                                            # [H+1, N, F]
         cont = imag.cont.clone()
         cont[0] = 1.0 - is_terminal                                 # the start state's real flag
-        weight = torch.cumprod(cont, 0).detach()                    # [H+1, N]
+        weight = torch.cumprod(cont, 0).detach() if cfg.cont_weight else torch.ones_like(cont)
         value = self.critic(feat).mean                              # [H+1, N]
         ret = lambda_returns(imag.reward, cont, value, cfg.gamma, cfg.lam)  # [H, N]
         # ---- actor (eq. 8, 9)
@@ -131,7 +136,12 @@ class ActorCritic(nn.Module):
         fd = feat[:-1].detach()
         dist = self.critic(fd)
         target = ret.detach()
-        slow = self.slow_critic(fd).mean.detach()
+        with torch.no_grad():
+            if cfg.slow_target == "return":                         # STORM
+                slow = lambda_returns(imag.reward, cont, self.slow_critic(feat).mean,
+                                      cfg.gamma, cfg.lam)
+            else:                                                   # DreamerV3
+                slow = self.slow_critic(fd).mean
         critic_loss = -dist.log_prob(target) - cfg.slowreg * dist.log_prob(slow)
         critic_loss = (weight[:-1] * critic_loss).mean() * cfg.critic_scale
         if cfg.repval_scale > 0:
