@@ -204,6 +204,8 @@ def test_dmc_ablation_cost_garnet(report):
     # task mean 750 -> 745 (-0.7%), median the same with two tasks
     assert table_rows(md, "Task mean")[0][1:] == ["750", "745 (↓0.7%)"]
     assert table_rows(md, "STORM + static weight")[0][1:] == ["900.0 (↓10.0%)"]
+    # the ablation's spread table: one seed each, so std 0 and n=1
+    assert "1000.0 ± 0.0 (n=1)" in table_rows(md, "atari100k:Alien")[0][1]
     assert table_rows(md, "Seconds per update")[0][1:] == ["1.000", "1.011 (+1.1%)"]
     assert table_rows(md, "Seconds per update")[1][1:] == ["2.000", "2.100 (+2.0%)"]  # paired
     assert table_rows(md, "GPU memory (MB)")[0][1:] == ["5806", "5864 (+1.0%)"]
