@@ -105,7 +105,7 @@ class RunConfig:
     log_every: int = 1000       # env steps
     eval_every: int = 0         # env steps; 0 = only at the end
     eval_episodes: int = 10
-    eval_mode: str = "mode"     # mode | sample: how the final policy acts in evaluation
+    eval_mode: str = "sample"   # sample (DreamerV3, STORM) | mode: how the final policy acts in eval
     checkpoint_every: int = 5000  # env steps (also written at the end)
     device: str = "auto"        # auto | cpu | cuda
     threads: int = 0            # torch CPU threads; 0 = torch default
