@@ -7,12 +7,29 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import torch
 
 from vawm.checkpoint import load
+from vawm.replay import Replay
 
 ARGS = ["--preset", "tiny", "--steps", "240", "--seed", "5", "--no-progress",
-        "--set", "run.checkpoint_every=60", "--set", "run.log_every=60"]
+        "--set", "run.checkpoint_every=60", "--set", "run.log_every=60",
+        # small replay chunks and a ring that wraps: the chunk files are written, pruned and read
+        "--set", "run.replay_chunk=32", "--set", "run.replay_capacity=100"]
+
+
+def _replay(run_dir, sd):
+    """The replay a resumed run rebuilds from ``sd`` and the run's chunk files (as the trainer)."""
+    from vawm.config import load_config_file
+    from vawm.envs import env_info
+    cfg = load_config_file(str(run_dir / "config.yaml"))
+    info = env_info(cfg.env, cfg.env_cfg)
+    r = Replay(cfg.run.replay_capacity, cfg.run.num_envs, tuple(info["obs_shape"]), np.float32,
+               info["action_dim"], cfg.run.batch_length, chunk_dir=run_dir / "replay",
+               chunk=cfg.run.replay_chunk)
+    r.load_state_dict(sd["replay"])
+    return r
 
 
 def _train(*args, env=None):
@@ -36,8 +53,14 @@ def test_kill_and_resume_is_bit_identical(tmp_path):
     assert a["updates"] == b["updates"] and a["policy_steps"] == b["policy_steps"]
     for k, v in a["agent"].items():
         assert torch.equal(v, b["agent"][k]), k
-    for k in ("reward", "obs", "action"):
-        assert torch.equal(a["replay"]["data"][k], b["replay"]["data"][k])
+    assert "data" not in b["replay"]                  # the buffer lives in chunk files
+    ra, rb = _replay(ref, a), _replay(cut, b)
+    assert ra.total == rb.total == 240
+    for k in ("reward", "obs", "action", "is_first"):
+        assert np.array_equal(ra.data[k], rb.data[k]), k
+    # pruned: only chunks overlapping the last 100 steps remain (steps 140..239 -> chunks 4..7)
+    assert sorted(p.name for p in (cut / "replay").glob("chunk_*.pt")) == \
+        [f"chunk_{k:07d}.pt" for k in range(4, 7)]
     rows = [json.loads(r) for r in (cut / "metrics.jsonl").read_text().splitlines()]
     steps = [r["env_step"] for r in rows]
     assert steps == sorted(steps) and len(steps) == len(set(steps))   # no duplicated log rows

@@ -102,6 +102,8 @@ class RunConfig:
     parallel_envs: bool = False
     prefill: int = 1000         # policy steps of random actions before learning
     replay_capacity: int = 1_000_000
+    replay_persist: str = "chunks"  # chunks: RUN/replay/chunk_*.pt, written once | checkpoint: all
+    replay_chunk: int = 1024        # steps per stream in one chunk file
     log_every: int = 1000       # env steps
     eval_every: int = 0         # env steps; 0 = only at the end
     eval_episodes: int = 10
@@ -406,6 +408,7 @@ def validate(cfg: Config) -> None:
     choices = {"rssm.gru": ("layernorm", "block"), "rssm.norm": ("layer", "rms", "none"),
                "agent.actor_grad": ("auto", "reinforce", "dynamics"),
                "agent.slow_target": ("value", "return"),
+               "run.replay_persist": ("chunks", "checkpoint"),
                "optim.kind": ("adam", "laprop"), "var.weight": ("adaptive", "static"),
                "tempo.meta_grad": ("exact", "finite_diff"), "tempo.value_source": ("slow", "critic"),
                "tempo.value_norm": ("batch", "moving"), "tempo.sign": ("lookahead", "public_code"),

@@ -210,8 +210,10 @@ class Trainer:
         self.agent = Agent(cfg, self.info).to(self.device)
         r = cfg.run
         obs_dtype = np.uint8 if self.info["obs_kind"] == "image" else np.float32
+        chunks = self.run_dir / "replay" if r.replay_persist == "chunks" else None
         self.replay = Replay(r.replay_capacity, r.num_envs, tuple(self.info["obs_shape"]), obs_dtype,
-                             self.info["action_dim"], r.batch_length, seed=cfg.seed)
+                             self.info["action_dim"], r.batch_length, seed=cfg.seed,
+                             chunk_dir=chunks, chunk=r.replay_chunk)
         self.driver = Driver(cfg.env, r.num_envs, cfg.seed, cfg.env_cfg, r.parallel_envs)
         self.policy_steps = 0
         self.update_credit = 0.0
@@ -248,6 +250,7 @@ class Trainer:
 
     def save_checkpoint(self) -> None:
         checkpoint.save(self.state_dict(), self.run_dir / CKPT)
+        self.replay.prune()                 # chunks the new checkpoint no longer needs
 
     def load_checkpoint(self) -> None:
         sd = checkpoint.load(self.run_dir / CKPT)
@@ -306,6 +309,7 @@ class Trainer:
         if resume and (self.run_dir / CKPT).exists():
             self.load_checkpoint()
         else:
+            self.replay.clear_chunks()      # a fresh start in an old run directory
             self.pending = self.driver.step(np.zeros((r.num_envs, self.info["action_dim"]), np.float32))
             self.carry = self.agent.wm.initial_carry(r.num_envs)
             self.carry = _carry_to(self.carry, self.device)
