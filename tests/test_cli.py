@@ -50,3 +50,16 @@ def test_set_overrides_types():
                                             "run.parallel_envs=true", "env_cfg.size=[32, 32]"])
     assert cfg.rssm.deter == 48 and cfg.optim.model_lr == 2e-4 and cfg.run.parallel_envs is True
     assert cfg.env_cfg.size == (32, 32) and cfg.seed == 3
+
+
+def test_eval_mode_flag_overrides_the_runs_setting(tmp_path):
+    import json
+
+    from vawm.config import build_config
+    from vawm.train import Trainer
+    cfg = build_config("tiny", {"steps": 80}, ["run.prefill=40", "run.eval_episodes=1"])
+    Trainer(cfg, tmp_path, progress=False).train()
+    for mode in ("mode", "sample"):
+        assert main(["eval", str(tmp_path), "--episodes", "2", "--mode", mode]) == 0
+        ev = json.loads((tmp_path / "eval.json").read_text())
+        assert ev["eval_mode"] == mode and ev["eval_episodes"] == 2

@@ -91,7 +91,7 @@ def test_imagine_command_on_tiny_pixel_runs(tmp_path, capsys):
     out = tmp_path / "pics"
     rc = main(["imagine", str(a), str(b), "--out", str(out), "--policy", "random",
                "--context", "3", "--horizon", "6"])
-    assert rc == 0, capsys.readouterr().out
+    assert rc == 0, capsys.readouterr().err
     for name in ("imagine.png", "imagine_error.png"):
         assert (out / name).stat().st_size > 1000
     res = json.loads((out / "imagine.json").read_text())
@@ -105,11 +105,11 @@ def test_imagine_command_on_tiny_pixel_runs(tmp_path, capsys):
 
 def test_imagine_command_errors(tmp_path, capsys):
     assert main(["imagine", str(tmp_path / "nope")]) == 2
-    assert "not a vawm run directory" in capsys.readouterr().out
+    assert "not a vawm run directory" in capsys.readouterr().err
     a = _tiny_run(tmp_path / "a")
     b = _tiny_run(tmp_path / "b", env="minatar:space_invaders")
     assert main(["imagine", str(a), str(b)]) == 2
-    assert "different envs" in capsys.readouterr().out
+    assert "different envs" in capsys.readouterr().err
     (a / "checkpoints" / "latest.pt").unlink()
     assert main(["imagine", str(a)]) == 2
-    assert "checkpoint" in capsys.readouterr().out
+    assert "checkpoint" in capsys.readouterr().err

@@ -106,6 +106,8 @@ def cmd_eval(argv: list[str]) -> int:
     p = _Parser(prog="vawm eval", description="Score the checkpoint of a run directory.")
     p.add_argument("run_dir")
     p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--mode", choices=("sample", "mode"),
+                   help="how the policy acts (default: the run's run.eval_mode)")
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
     import json
@@ -121,6 +123,8 @@ def cmd_eval(argv: list[str]) -> int:
         if not (run_dir / "config.yaml").exists():
             return _fail(f"{run_dir} is not a vawm run directory (no config.yaml)")
         cfg = load_config_file(str(run_dir / "config.yaml"))
+        if args.mode:
+            cfg.run.eval_mode = args.mode
         sd = load_ckpt(run_dir / CKPT)
         device = resolve_device(args.device)
         agent = Agent(cfg, env_info(cfg.env, cfg.env_cfg)).to(device)
@@ -128,7 +132,8 @@ def cmd_eval(argv: list[str]) -> int:
         ev = evaluate_policy(agent, cfg, device, args.episodes)
     except (ConfigError, UnknownEnvError, CheckpointError) as e:
         return _fail(str(e))
-    ev.update(env=cfg.env, updates=int(sd["updates"]), env_steps=int(sd["policy_steps"]))
+    ev.update(env=cfg.env, updates=int(sd["updates"]), env_steps=int(sd["policy_steps"]),
+              eval_mode=cfg.run.eval_mode)
     (run_dir / "eval.json").write_text(json.dumps(ev, indent=2))
     print(f"evaluation return: {ev['eval_return_mean']:.1f} ± {ev['eval_return_std']:.1f} over "
           f"{ev['eval_episodes']} episodes ({run_dir}/eval.json)")

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -293,14 +294,14 @@ def main(argv: list[str] | None = None) -> int:
         if len(labels) != len(dirs):
             raise ImagineError(f"--labels has {len(labels)} names for {len(dirs)} runs")
     except (ImagineError, ConfigError, UnknownEnvError, CheckpointError) as e:
-        print(f"vawm imagine: {e}")
+        print(f"vawm imagine: {e}", file=sys.stderr)
         return 2
     cfg0, agent0, _ = loaded[0]
     seed = cfg0.seed + 20_000 + args.seed
     traj = collect(agent0, cfg0, device, args.start + args.context + args.horizon, seed, args.policy)
     if len(traj["obs"]) < args.start + args.context + 1:
         print(f"vawm imagine: the episode ended after {len(traj['obs'])} steps, before the context "
-              f"did; use a smaller --start or --context")
+              f"did; use a smaller --start or --context", file=sys.stderr)
         return 2
     image = traj["obs"].ndim == 4
     runs = []
