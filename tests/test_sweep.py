@@ -160,6 +160,21 @@ def test_cli_sequential_fallback_and_conflicts(tmp_path, monkeypatch, capsys):
     assert sweep_cli.main([str(f), "--root", str(root), "--address", "auto"]) == 2
 
 
+def test_order_seed_lists_every_method_per_seed_first(tmp_path, capsys):
+    f = tmp_path / "o.yaml"
+    f.write_text(yaml.safe_dump({"name": "o", "grid": {"backbone": ["rssm"],
+                                                       "objective": ["none", "var"],
+                                                       "env": ["gym:a", "gym:b"], "seed": [0, 1]}}))
+    def listed(*extra):
+        assert sweep_cli.main([str(f), "--root", str(tmp_path / "r"), "--dry-run", *extra]) == 0
+        return [ln.split("] ")[1].split()[0] for ln in capsys.readouterr().out.splitlines()
+                if ln.strip().startswith("[")]
+    grid = listed()
+    assert grid[:2] == ["rssm/gym-a/seed0", "rssm/gym-a/seed1"]        # seeds innermost
+    by_seed = listed("--order", "seed")
+    assert by_seed == [c for c in grid if c.endswith("seed0")] + [c for c in grid if c.endswith("seed1")]
+
+
 # ---------------------------------------------------------------------------- a real sweep
 TINY = {"name": "tiny2x2",
         "defaults": {"preset": "tiny", "steps": 80,

@@ -34,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", action="append", default=[], metavar="KEY=VALUE",
                    help="run only matching cells (method, backbone, objective, env, seed; "
                         "comma-separated values); repeatable")
+    p.add_argument("--order", choices=("grid", "seed"), default="grid",
+                   help="grid: methods x envs x seeds as listed; seed: all cells of seed 0 first, "
+                        "then seed 1, ... (a sweep stopped early has every method on every env "
+                        "with the same seeds)")
     p.add_argument("--dry-run", action="store_true", help="list the cells and their state, "
                                                           "run nothing")
     p.add_argument("--train-cmd", help="command that replaces 'python -m vawm train' for each "
@@ -75,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sweep = load_sweep(args.file)
         cells = select(sweep.cells, args.only)
+        if args.order == "seed":                   # stable: grid order within a seed
+            cells = sorted(cells, key=lambda c: c.seed)
     except SweepError as e:
         print(f"vawm sweep: {e}", file=sys.stderr)
         return 2
