@@ -10,7 +10,7 @@ import torch
 from vawm.cli import main
 from vawm.config import build_config
 from vawm.envs import env_info
-from vawm.imagine import OpenLoop, collect, take_start, to_rgb, value_saliency
+from vawm.imagine import OpenLoop, collect, grid_view, take_start, to_rgb, value_saliency
 from vawm.train import Agent, Trainer
 
 
@@ -113,3 +113,15 @@ def test_imagine_command_errors(tmp_path, capsys):
     (a / "checkpoints" / "latest.pt").unlink()
     assert main(["imagine", str(a)]) == 2
     assert "checkpoint" in capsys.readouterr().err
+
+
+def test_minatar_vectors_are_drawn_as_their_grid():
+    from vawm.envs import make_env
+    env = make_env("minatar:breakout", 0)
+    obs, _ = env.reset(seed=0)
+    state = env.unwrapped.game.state() if hasattr(env.unwrapped, "game") else None
+    img = grid_view("minatar:breakout", obs[None])
+    assert img.shape == (1, 4, 10, 10) and set(np.unique(img)) <= {0.0, 255.0}
+    if state is not None:
+        assert np.array_equal(img[0] > 0, state.transpose(2, 0, 1))
+    assert grid_view("gym:CartPole-v1", np.zeros((3, 4))) is None

@@ -18,7 +18,8 @@ controls.
 
 Writes ``imagine.png`` (image observations: rows of imagined frames and saliency per run, ground
 truth at the bottom; vector observations: each observation dimension over time, real vs imagined,
-plus a saliency heat map per run), ``imagine_error.png`` (per-step error against the truth) and
+plus a saliency heat map per run; MinAtar's vector observations are drawn as their 10x10
+grids), ``imagine_error.png`` (per-step error against the truth) and
 ``imagine.json`` (the numbers behind both). Several runs of the same env are drawn on the same
 trajectory, e.g. a ``none`` and a ``var`` run for the comparison of ``000`` Fig. 3.
 """
@@ -150,6 +151,15 @@ def to_rgb(obs: np.ndarray) -> np.ndarray:
         return np.repeat(x[0][..., None], 3, -1)
     colours = np.random.default_rng(0).integers(64, 256, (x.shape[0], 3)) / 255.0
     return (x[..., None] * colours[:, None, None]).max(0)
+
+
+def grid_view(env: str, frames: np.ndarray) -> np.ndarray | None:
+    """MinAtar's vector observations ([T, 100*C] 0/1 grid, HWC order) as images [T, C, 10, 10] in
+    [0, 255], so they are drawn like pixel envs; None for other vector envs."""
+    if not env.startswith("minatar:") or frames.ndim != 2 or frames.shape[1] % 100:
+        return None
+    T, C = len(frames), frames.shape[1] // 100
+    return frames.reshape(T, 10, 10, C).transpose(0, 3, 1, 2) * 255.0
 
 
 def _frame_error(model: np.ndarray, truth: np.ndarray, image: bool) -> np.ndarray:
@@ -315,8 +325,13 @@ def main(argv: list[str] | None = None) -> int:
     truth = traj["obs"][args.start:args.start + n]
     out = Path(args.out) if args.out else dirs[0] / "imagine"
     out.mkdir(parents=True, exist_ok=True)
+    grid = None if image else grid_view(cfg0.env, truth)
     if image:
         plot_images(out / "imagine.png", truth, runs, args.context, args.every)
+    elif grid is not None:                          # MinAtar vectors drawn as their grids
+        gruns = [{**r, "model": grid_view(cfg0.env, r["model"]),
+                  "saliency": grid_view(cfg0.env, r["saliency"])} for r in runs]
+        plot_images(out / "imagine.png", grid, gruns, args.context, args.every)
     else:
         plot_vectors(out / "imagine.png", truth, runs, args.context)
     plot_error(out / "imagine_error.png", runs, args.context)
