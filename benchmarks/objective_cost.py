@@ -13,6 +13,11 @@ actions, rewards in [0, 1], ~2% episode starts and terminals; the content does n
   ``--updates`` rounds run one update per objective, round-robin with a rotating order, so slow
   drifts of a shared machine hit every objective alike. Reported: the median; the overhead is the
   median over rounds of the paired ratio t_objective / t_none of the same round (with its IQR).
+  Also the objective's own part: (w_objective - w_none) / t_none per round, with w the time of the
+  world-model step (observe, objective, world-model loss, backward, optimiser step; timed inside
+  ``Agent.train_step`` with ``agent.profile``). Every objective does all its work there and the
+  actor-critic step that follows is the same code for all, so this estimates the same overhead
+  without the actor-critic's share of the timing noise.
 - peak memory: each objective in a *fresh* subprocess (the allocator's high-water mark is per
   process). CPU: peak RSS during ``--mem-updates`` updates minus the RSS before the agent was
   built (parameters + optimiser state + activations; the CPU counterpart of the GPU number), from
@@ -158,7 +163,9 @@ def sync(device: torch.device) -> None:
 
 
 # ---------------------------------------------------------------------------- time
-def time_updates(args, objectives: list[str], device: torch.device) -> dict[str, list[float]]:
+def time_updates(args, objectives: list[str], device: torch.device
+                 ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Per round: seconds of each objective's whole update, and of its world-model step."""
     agents, batch = {}, None
     for o in objectives:
         cfg, info, agents[o] = build_agent(args, o, device)
@@ -167,16 +174,19 @@ def time_updates(args, objectives: list[str], device: torch.device) -> dict[str,
     for o in objectives:
         for _ in range(args.warmup):
             agents[o].train_step(batch)
+        agents[o].profile = True
     times: dict[str, list[float]] = {o: [] for o in objectives}
+    wm: dict[str, list[float]] = {o: [] for o in objectives}
     for r in range(args.updates):
         k = r % len(objectives)
         for o in objectives[k:] + objectives[:k]:               # rotating round-robin
             sync(device)
             t0 = time.perf_counter()
-            agents[o].train_step(batch)
+            m = agents[o].train_step(batch)
             sync(device)
             times[o].append(time.perf_counter() - t0)
-    return times
+            wm[o].append(m["time/wm_step_s"])
+    return times, wm
 
 
 # ---------------------------------------------------------------------------- memory
@@ -270,8 +280,8 @@ def pct(v: float | None, base: float | None) -> str:
 
 def markdown(rows: list[dict]) -> str:
     head = ("| objective | s / update (median) | overhead vs none (paired, IQR) "
-            "| peak RSS delta MB | peak GPU MB |")
-    out = [head, "|---|---|---|---|---|"]
+            "| objective's own part (paired, IQR) | peak RSS delta MB | peak GPU MB |")
+    out = [head, "|---|---|---|---|---|---|"]
     base = rows[0]
     for r in rows:
         ov = r.get("overhead_pct")
@@ -281,7 +291,9 @@ def markdown(rows: list[dict]) -> str:
             "" if r is base else pct(r["peak_rss_mb"], base["peak_rss_mb"]))
         gpu = "—" if r["peak_gpu_mb"] is None else f"{r['peak_gpu_mb']:.1f}" + (
             "" if r is base else pct(r["peak_gpu_mb"], base["peak_gpu_mb"]))
-        out.append(f"| {r['objective']} | {r['s_per_update']:.4f} | {ov_s} | {rss} | {gpu} |")
+        own = "—" if r is base else f"{r['own_overhead_pct']:+.1f}% " \
+                                    f"[{r['own_overhead_iqr'][0]:+.1f}, {r['own_overhead_iqr'][1]:+.1f}]"
+        out.append(f"| {r['objective']} | {r['s_per_update']:.4f} | {ov_s} | {own} | {rss} | {gpu} |")
     return "\n".join(out)
 
 
@@ -299,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
           f"batch {cfg.run.batch_size}x{cfg.run.batch_length}, device {device}, threads "
           f"{torch.get_num_threads()}, {args.updates} rounds after {args.warmup} warm-up updates",
           file=sys.stderr)
-    times = time_updates(args, objectives, device)
+    times, wm_times = time_updates(args, objectives, device)
     rows = []
     for o in objectives:
         q1, med, q3 = quantiles(times[o])
@@ -313,6 +325,13 @@ def main(argv: list[str] | None = None) -> int:
             ratios = [100 * (a / b - 1) for a, b in zip(times[o], times["none"], strict=True)]
             r1, rm, r3 = quantiles(ratios)
             row.update(overhead_pct=round(rm, 2), overhead_iqr=[round(r1, 2), round(r3, 2)])
+            # the objective's own work: its extra world-model-step time over the whole baseline
+            # update of the same round (the actor-critic part is the same code for every
+            # objective, so leaving it out of the difference removes most of the noise)
+            own = [100 * (a - b) / t for a, b, t in
+                   zip(wm_times[o], wm_times["none"], times["none"], strict=True)]
+            o1, om, o3 = quantiles(own)
+            row.update(own_overhead_pct=round(om, 2), own_overhead_iqr=[round(o1, 2), round(o3, 2)])
         if not args.no_memory:
             row.update(measure_memory(args, o))
         rows.append(row)

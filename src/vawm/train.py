@@ -73,6 +73,11 @@ class _StopFlag:
             signal.signal(sig, handler)
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -101,8 +106,12 @@ class Agent(torch.nn.Module):
         self.wm_params = list(self.wm.parameters()) + list(self.objective.wm_parameters())
         self.wm_opt = Optim(self.wm_params, o.kind, o.model_lr, o.model_eps, o.model_clip)
         self.updates = 0
+        self.profile = False    # benchmarks: time the world-model step (observe..optimiser)
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        if self.profile:
+            _sync(batch["reward"].device)
+            t0 = time.perf_counter()
         obs = self.wm.observe(batch)
         ctx = Context(self.wm, self.ac, self.updates, batch, self.wm_params, self.cfg.optim.model_lr)
         contrib = self.objective.contribute(obs, ctx)
@@ -116,6 +125,9 @@ class Agent(torch.nn.Module):
         self.wm_opt.zero_grad()
         total.backward()
         metrics["wm/gradnorm"] = self.wm_opt.step()
+        if self.profile:                    # everything an objective adds happens before here
+            _sync(batch["reward"].device)
+            metrics["time/wm_step_s"] = time.perf_counter() - t0
         metrics["wm/loss"] = total.detach()
         metrics.update({f"{self.objective.name}/{k}": v.detach() for k, v in contrib.losses.items()})
         metrics.update(contrib.metrics)
