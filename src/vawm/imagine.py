@@ -308,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     cfg0, agent0, _ = loaded[0]
     seed = cfg0.seed + 20_000 + args.seed
+    torch.manual_seed(seed)                         # the posterior samples while acting
     traj = collect(agent0, cfg0, device, args.start + args.context + args.horizon, seed, args.policy)
     if len(traj["obs"]) < args.start + args.context + 1:
         print(f"vawm imagine: the episode ended after {len(traj['obs'])} steps, before the context "
