@@ -11,8 +11,12 @@ ones. Also, on the same batch: the imagination alone (``backbone.imagine`` from
 for ``tssm`` the same rollout without the key/value cache (``tssm.kv_cache=false``: every step
 re-runs the whole context + rollout), which is what the cache saves. The batch is random
 observations of the env's (or ``--obs-shape``'s) shapes; its content does not change the cost.
-``var`` runs with ``var.warmup=0``. Run it niced on shared machines; for the cost of every
-objective against ``none`` use ``benchmarks/objective_cost.py``.
+``--compare KEY=VALUE`` (repeatable) builds a second agent with those settings on top of the first
+(e.g. ``--compare run.precision=bf16``) and times both in paired rounds, one update each in
+alternating order, so a shared machine's drift hits both alike; it reports the median over rounds
+of the ratio t_compare / t_base with its IQR. ``var`` runs with ``var.warmup=0``. Run it niced on
+shared machines; for the cost of every objective against ``none`` use
+``benchmarks/objective_cost.py``.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--compare", action="append", default=[], metavar="KEY=VALUE",
+                   help="also time an agent with these settings, paired with the first")
     p.add_argument("--out", help="JSON output (default: runs/bench/throughput-<backbone>-....json)")
     return p.parse_args(argv)
 
@@ -96,8 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu")
                           if args.device == "auto" else args.device)
     preset = args.preset or DEFAULT_PRESET.get(args.backbone, "cpu")
-    cfg = build_config(preset, {"backbone": args.backbone, "objective": args.objective,
-                                "env": args.env, "seed": args.seed}, ["var.warmup=0", *args.set])
+    flags = {"backbone": args.backbone, "objective": args.objective, "env": args.env,
+             "seed": args.seed}
+    cfg = build_config(preset, flags, ["var.warmup=0", *args.set])
     if args.obs_shape:
         shape = tuple(int(s) for s in args.obs_shape.split(","))
         info = {"obs_kind": "image" if len(shape) == 3 else "vector", "obs_shape": shape,
@@ -110,6 +117,17 @@ def main(argv: list[str] | None = None) -> int:
     batch = synthetic_batch(cfg, info, device)
     timed(lambda: agent.train_step(batch), args.warmup, device)
     upd = timed(lambda: agent.train_step(batch), args.updates, device)
+    paired = None
+    if args.compare:
+        ccfg = build_config(preset, flags, ["var.warmup=0", *args.set, *args.compare])
+        torch.manual_seed(args.seed)
+        other = Agent(ccfg, info).to(device)
+        timed(lambda: other.train_step(batch), args.warmup, device)
+        paired = {"base": [], "compare": []}
+        for r in range(args.updates):
+            order = (("base", agent), ("compare", other))[:: 1 if r % 2 == 0 else -1]
+            for name, a in order:
+                paired[name] += timed(lambda a=a: a.train_step(batch), 1, device)
 
     # imagination alone, as the agent calls it (no gradient for discrete actions)
     wm = agent.wm
@@ -150,6 +168,16 @@ def main(argv: list[str] | None = None) -> int:
                         "n": len(xs)}
         extra = f", {1 / med:.2f} updates/s" if name == "update" else ""
         print(f"  {name:17s} {med:.4f} s (IQR {q1:.4f}-{q3:.4f}, n={len(xs)}){extra}")
+    if paired:
+        ratios = [c / b for b, c in zip(paired["base"], paired["compare"], strict=True)]
+        q1, med, q3 = median_iqr(ratios)
+        result["compare"] = {"settings": args.compare, "ratio_median": round(med, 4),
+                             "ratio_iqr": [round(q1, 4), round(q3, 4)], "n": len(ratios),
+                             "base_median_s": round(statistics.median(paired["base"]), 5),
+                             "compare_median_s": round(statistics.median(paired["compare"]), 5)}
+        print(f"  with {' '.join(args.compare)}: {statistics.median(paired['compare']):.4f} s "
+              f"vs {statistics.median(paired['base']):.4f} s per update in paired rounds; "
+              f"ratio {med:.3f} (IQR {q1:.3f}-{q3:.3f}, n={len(ratios)})")
     if "imagine_no_cache" in result:
         speedup = result["imagine_no_cache"]["median_s"] / result["imagine"]["median_s"]
         result["cache_speedup"] = round(speedup, 2)

@@ -111,7 +111,8 @@ class RunConfig:
     checkpoint_every: int = 5000  # env steps (also written at the end)
     device: str = "auto"        # auto | cpu | cuda
     threads: int = 0            # torch CPU threads; 0 = torch default
-    compile: bool = False
+    compile: bool = False       # torch.compile the small hot modules (nets.layers.compile_hot_modules)
+    precision: str = "fp32"     # fp32 | bf16: bfloat16 autocast of the update's forward passes
     deterministic: bool = True
 
 
@@ -415,12 +416,16 @@ def validate(cfg: Config) -> None:
                "var.direction": ("post_prior", "prior_post"), "var.critic": ("critic", "slow"),
                "dream_critic.target": ("sg", "full"),
                "run.device": ("auto", "cpu", "cuda"),
-               "run.eval_mode": ("mode", "sample")}
+               "run.eval_mode": ("mode", "sample"), "run.precision": ("fp32", "bf16")}
     for path, valid in choices.items():
         sec, key = path.split(".")
         val = getattr(getattr(cfg, sec), key)
         if val not in valid:
             raise ConfigError(f"config key {path!r} is {val!r}; valid values: {', '.join(valid)}")
+    if cfg.run.compile and cfg.objective == "tempo" and cfg.tempo.meta_grad == "exact":
+        raise ConfigError("run.compile=true cannot run tempo.meta_grad=exact: torch.compile does "
+                          "not support the double backward of the exact meta-gradient; use "
+                          "tempo.meta_grad=finite_diff or run.compile=false")
     if cfg.steps <= 0:
         raise ConfigError(f"steps must be positive, got {cfg.steps}")
 

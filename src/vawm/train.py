@@ -27,6 +27,7 @@ from vawm.agents.actor_critic import ActorCritic
 from vawm.config import Config, save_config, to_dict
 from vawm.driver import Driver
 from vawm.envs import DEFAULT_ACTION_REPEAT, env_info, parse_env_id
+from vawm.nets.layers import compile_hot_modules
 from vawm.nets.optim import Optim
 from vawm.objectives import Context, build_objective
 from vawm.replay import Replay
@@ -107,16 +108,20 @@ class Agent(torch.nn.Module):
         self.wm_opt = Optim(self.wm_params, o.kind, o.model_lr, o.model_eps, o.model_clip)
         self.updates = 0
         self.profile = False    # benchmarks: time the world-model step (observe..optimiser)
+        if cfg.run.compile:
+            compile_hot_modules(self)
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         if self.profile:
             _sync(batch["reward"].device)
             t0 = time.perf_counter()
-        obs = self.wm.observe(batch)
-        ctx = Context(self.wm, self.ac, self.updates, batch, self.wm_params, self.cfg.optim.model_lr)
-        contrib = self.objective.contribute(obs, ctx)
-        wm_loss, metrics = self.wm.loss(obs, contrib.weights)
-        total = wm_loss + sum(contrib.losses.values(), torch.zeros((), device=wm_loss.device))
+        with self.amp():
+            obs = self.wm.observe(batch)
+            ctx = Context(self.wm, self.ac, self.updates, batch, self.wm_params,
+                          self.cfg.optim.model_lr)
+            contrib = self.objective.contribute(obs, ctx)
+            wm_loss, metrics = self.wm.loss(obs, contrib.weights)
+            total = wm_loss + sum(contrib.losses.values(), torch.zeros((), device=wm_loss.device))
         if not torch.isfinite(total):
             bad = {k: float(v) for k, v in {"wm": wm_loss, **contrib.losses}.items()}
             raise NonFiniteLossError(
@@ -131,9 +136,17 @@ class Agent(torch.nn.Module):
         metrics["wm/loss"] = total.detach()
         metrics.update({f"{self.objective.name}/{k}": v.detach() for k, v in contrib.losses.items()})
         metrics.update(contrib.metrics)
-        metrics.update(self.ac.train_step(self.wm, obs, batch))
+        metrics.update(self.ac.train_step(self.wm, obs, batch, self.amp))
         self.updates += 1
         return {k: float(v) for k, v in metrics.items()}
+
+    def amp(self):
+        """The update's forward passes under ``run.precision=bf16``: bfloat16 autocast on the
+        parameters' device (matmuls and convolutions in bf16; parameters, optimiser state,
+        recurrent states, distributions and losses stay float32). A disabled context at fp32.
+        Acting and evaluation always run in float32."""
+        device = self.wm_params[0].device.type
+        return torch.autocast(device, torch.bfloat16, enabled=self.cfg.run.precision == "bf16")
 
     @torch.no_grad()
     def act(self, carry, obs: torch.Tensor, prev_action: torch.Tensor, is_first: torch.Tensor,

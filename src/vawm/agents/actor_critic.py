@@ -16,6 +16,7 @@ For continuous actions the 2023 default backpropagates the return through the dy
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import torch
@@ -100,7 +101,10 @@ class ActorCritic(nn.Module):
         for s, p in zip(self.slow_critic.parameters(), self.critic.parameters(), strict=True):
             s.mul_(d).add_((1 - d) * p)
 
-    def train_step(self, wm: Backbone, obs: Observed, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    def train_step(self, wm: Backbone, obs: Observed, batch: dict[str, Tensor],
+                   amp=contextlib.nullcontext) -> dict[str, Tensor]:
+        """One actor and one critic update in imagination; ``amp()`` wraps the forward passes
+        (the agent's bf16 autocast under ``run.precision=bf16``), backward passes run outside."""
         cfg = self.cfg
         start = obs.start
         is_terminal = batch["is_terminal"].reshape(-1).float()
@@ -109,43 +113,45 @@ class ActorCritic(nn.Module):
             start = type(start)(*(getattr(start, f)[idx] for f in start.__dataclass_fields__))
             is_terminal = is_terminal[idx]
         dyn_grad = self.actor_grad == "dynamics"
-        ctx = torch.enable_grad() if dyn_grad else torch.no_grad()
-        with ctx:
-            imag = wm.imagine(start, lambda f: self.actor(f).rsample(), cfg.horizon, grad=dyn_grad)
-        feat = imag.feat                                            # [H+1, N, F]
-        cont = imag.cont.clone()
-        cont[0] = 1.0 - is_terminal                                 # the start state's real flag
-        weight = torch.cumprod(cont, 0).detach() if cfg.cont_weight else torch.ones_like(cont)
-        value = self.critic(feat).mean                              # [H+1, N]
-        ret = lambda_returns(imag.reward, cont, value, cfg.gamma, cfg.lam)  # [H, N]
-        # ---- actor (eq. 8, 9)
-        self.retnorm.update(ret)
-        scale = self.retnorm.scale()
-        adv = (ret - value[:-1]) / scale
-        pol = self.actor(feat[:-1].detach())
-        ent = pol.entropy()
-        if dyn_grad:
-            actor_obj = adv
-        else:
-            actor_obj = pol.log_prob(imag.action[:-1].detach()) * adv.detach()
-        actor_loss = -(weight[:-1] * (actor_obj + cfg.actor_ent * ent)).mean() * cfg.actor_scale
+        with amp():
+            with torch.enable_grad() if dyn_grad else torch.no_grad():
+                imag = wm.imagine(start, lambda f: self.actor(f).rsample(), cfg.horizon,
+                                  grad=dyn_grad)
+            feat = imag.feat                                        # [H+1, N, F]
+            cont = imag.cont.clone()
+            cont[0] = 1.0 - is_terminal                             # the start state's real flag
+            weight = torch.cumprod(cont, 0).detach() if cfg.cont_weight else torch.ones_like(cont)
+            value = self.critic(feat).mean                          # [H+1, N]
+            ret = lambda_returns(imag.reward, cont, value, cfg.gamma, cfg.lam)  # [H, N]
+            # ---- actor (eq. 8, 9)
+            self.retnorm.update(ret)
+            scale = self.retnorm.scale()
+            adv = (ret - value[:-1]) / scale
+            pol = self.actor(feat[:-1].detach())
+            ent = pol.entropy()
+            if dyn_grad:
+                actor_obj = adv
+            else:
+                actor_obj = pol.log_prob(imag.action[:-1].detach()) * adv.detach()
+            actor_loss = -(weight[:-1] * (actor_obj + cfg.actor_ent * ent)).mean() * cfg.actor_scale
         self.actor_opt.zero_grad()
         actor_loss.backward()
         actor_gn = self.actor_opt.step()
         # ---- critic (eq. 7) with the slow-critic regulariser
-        fd = feat[:-1].detach()
-        dist = self.critic(fd)
-        target = ret.detach()
-        with torch.no_grad():
-            if cfg.slow_target == "return":                         # STORM
-                slow = lambda_returns(imag.reward, cont, self.slow_critic(feat).mean,
-                                      cfg.gamma, cfg.lam)
-            else:                                                   # DreamerV3
-                slow = self.slow_critic(fd).mean
-        critic_loss = -dist.log_prob(target) - cfg.slowreg * dist.log_prob(slow)
-        critic_loss = (weight[:-1] * critic_loss).mean() * cfg.critic_scale
-        if cfg.repval_scale > 0:
-            critic_loss = critic_loss + cfg.repval_scale * self._repval_loss(obs, batch, ret)
+        with amp():
+            fd = feat[:-1].detach()
+            dist = self.critic(fd)
+            target = ret.detach()
+            with torch.no_grad():
+                if cfg.slow_target == "return":                     # STORM
+                    slow = lambda_returns(imag.reward, cont, self.slow_critic(feat).mean,
+                                          cfg.gamma, cfg.lam)
+                else:                                               # DreamerV3
+                    slow = self.slow_critic(fd).mean
+            critic_loss = -dist.log_prob(target) - cfg.slowreg * dist.log_prob(slow)
+            critic_loss = (weight[:-1] * critic_loss).mean() * cfg.critic_scale
+            if cfg.repval_scale > 0:
+                critic_loss = critic_loss + cfg.repval_scale * self._repval_loss(obs, batch, ret)
         self.critic_opt.zero_grad()
         critic_loss.backward()
         critic_gn = self.critic_opt.step()

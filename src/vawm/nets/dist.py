@@ -52,7 +52,7 @@ class TwoHotSymlog:
     """
 
     def __init__(self, logits: Tensor, bins: Tensor):
-        self.logits = logits  # [..., K]
+        self.logits = logits.float()  # [..., K]; float32 also under bf16 autocast
         self.bins = bins.to(logits.device, logits.dtype)
 
     @property
@@ -69,7 +69,9 @@ class TwoHotSymlog:
 
 
 def unimix_logits(logits: Tensor, unimix: float) -> Tensor:
-    """Mix ``unimix`` of a uniform into a categorical over the last axis; returns log-probs."""
+    """Mix ``unimix`` of a uniform into a categorical over the last axis; returns log-probs
+    (float32, also under bf16 autocast)."""
+    logits = logits.float()
     if unimix <= 0:
         return torch.log_softmax(logits, -1)
     probs = torch.softmax(logits, -1)
@@ -120,7 +122,7 @@ class BoundedNormal:
     """DreamerV3 2023 continuous policy: Normal(tanh(mu), std in [min_std, max_std]), diagonal."""
 
     def __init__(self, out: Tensor, min_std: float = 0.1, max_std: float = 1.0):
-        mu, s = out.chunk(2, -1)
+        mu, s = out.float().chunk(2, -1)
         self.mean = torch.tanh(mu)
         self.std = (max_std - min_std) * torch.sigmoid(s + 2.0) + min_std
 

@@ -56,7 +56,9 @@ class NormDense(nn.Module):
 class MLP(nn.Module):
     """``layers`` NormDense layers of ``units``, then an optional linear output (``dout``).
 
-    ``zero_out`` zero-initialises the output layer (DreamerV3: reward and critic heads).
+    ``zero_out`` zero-initialises the output layer (DreamerV3: reward and critic heads). The
+    output layer returns float32 (a no-op without autocast): under ``run.precision=bf16`` the
+    matmuls run in bfloat16 while the distributions and losses read float32 outputs.
     """
 
     def __init__(self, din: int, dout: int | None, layers: int, units: int, norm: str = "layer",
@@ -81,7 +83,7 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.body(x)
-        return self.out(x) if self.out is not None else x
+        return self.out(x).float() if self.out is not None else x
 
 
 class ChannelNorm(nn.Module):
@@ -151,7 +153,7 @@ class ConvDecoder(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         lead = x.shape[:-1]
         y = self.linear(x.reshape(-1, x.shape[-1])).reshape(-1, *self.start)
-        y = self.net(y)
+        y = self.net(y).float()                    # fp32 image means under bf16 autocast
         return y.reshape(*lead, *y.shape[1:])
 
 
@@ -224,3 +226,24 @@ class BlockGRU(nn.Module):
         update = torch.sigmoid(update - 1)
         out = update * cand + (1 - update) * hb
         return out.reshape(*lead, -1)
+
+
+def compile_hot_modules(root: nn.Module) -> int:
+    """``run.compile``: ``torch.compile`` the small hot modules under ``root`` in place (MLPs,
+    GRU cells, CNN encoders/decoders; ``nn.Module.compile`` keeps the state-dict keys, so
+    checkpoints are the same with and without). Whole-update compilation is not offered: it took
+    minutes to compile on 2 CPU cores. Each instance of a class is its own compiled graph, so the
+    per-function recompile limit is raised to the number of modules (times 8 shapes each: acting,
+    filtering and imagination call the same module with different batch shapes), and buffer
+    donation is off so that objectives may backward with ``retain_graph``. Compiled graphs have no
+    double backward, so TEMPO's exact meta-gradient cannot run compiled (a config error). Returns
+    the number of modules compiled."""
+    kinds = (MLP, LayerNormGRU, BlockGRU, ConvEncoder, ConvDecoder)
+    mods = [m for m in root.modules() if isinstance(m, kinds)]
+    import torch._dynamo.config as dynamo_config
+    import torch._functorch.config as functorch_config
+    dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 8 * len(mods))
+    functorch_config.donated_buffer = False     # objectives call backward with retain_graph
+    for m in mods:
+        m.compile()
+    return len(mods)

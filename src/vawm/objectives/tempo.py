@@ -96,7 +96,7 @@ class MetaWeighter(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         # x: [N, din] -> w: [N] in [w_low, w_low + w_range]
-        return self.w_range * torch.sigmoid(self.net(x).squeeze(-1)) + self.w_low
+        return self.w_range * torch.sigmoid(self.net(x).squeeze(-1).float()) + self.w_low
 
 
 def _batchnorm(n: int) -> nn.BatchNorm1d:

@@ -133,7 +133,7 @@ class BNConvDecoder(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:  # [..., din] -> [..., C, H, W]
         lead = z.shape[:-1]
-        y = self.net(self.linear(z.reshape(-1, z.shape[-1])).reshape(-1, *self.start))
+        y = self.net(self.linear(z.reshape(-1, z.shape[-1])).reshape(-1, *self.start)).float()
         return y.reshape(*lead, *y.shape[1:])
 
 

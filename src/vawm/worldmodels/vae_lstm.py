@@ -100,7 +100,7 @@ def vae_terms(target: Tensor, recon: Tensor, mean: Tensor, std: Tensor, event_di
 
 def split_gaussian(x: Tensor, min_std: float) -> tuple[Tensor, Tensor]:
     """[..., 2Z] -> mean [..., Z], std [..., Z] with std = softplus(raw) + min_std."""
-    mean, raw = x.chunk(2, -1)
+    mean, raw = x.float().chunk(2, -1)
     return mean, F.softplus(raw) + min_std
 
 
@@ -198,7 +198,7 @@ class VAELSTM(Backbone):
         return torch.sigmoid(o) * torch.tanh(c), c
 
     def reward_mean(self, feat: Tensor) -> Tensor:
-        return self.reward_head(feat).squeeze(-1)
+        return self.reward_head(feat).squeeze(-1).float()
 
     def cont_logit(self, feat: Tensor) -> Tensor:
         if self.cont_net is None:

@@ -1,0 +1,115 @@
+"""The speed switches: ``run.precision=bf16`` and ``run.compile``.
+
+bf16: the same update from the same initial weights, batch and RNG state must give nearly the same
+losses as fp32, the matmuls must really run in bf16 (a forward hook sees bfloat16 outputs), and
+parameters, optimiser state and losses stay float32. compile: the same updates as eager, the same
+checkpoint keys, and a clear error where it cannot run."""
+
+import pytest
+import torch
+from torch import nn
+
+from vawm.config import ConfigError, build_config
+from vawm.train import Agent
+
+VECTOR = {"obs_kind": "vector", "obs_shape": (4,), "discrete": True, "action_dim": 2}
+IMAGE = {"obs_kind": "image", "obs_shape": (3, 16, 16), "discrete": True, "action_dim": 3}
+CONTINUOUS = {"obs_kind": "vector", "obs_shape": (3,), "discrete": False, "action_dim": 1}
+
+
+def _batch(cfg, info, seed=0):
+    B, T = cfg.run.batch_size, cfg.run.batch_length
+    g = torch.Generator().manual_seed(seed)
+    shape, A = tuple(info["obs_shape"]), info["action_dim"]
+    if info["obs_kind"] == "image":
+        obs = torch.randint(0, 256, (B, T, *shape), generator=g, dtype=torch.uint8)
+    else:
+        obs = torch.randn(B, T, *shape, generator=g)
+    if info["discrete"]:
+        action = nn.functional.one_hot(torch.randint(0, A, (B, T), generator=g), A).float()
+    else:
+        action = torch.rand(B, T, A, generator=g) * 2 - 1
+    first = torch.rand(B, T, generator=g) < 0.05
+    term = torch.rand(B, T, generator=g) < 0.05
+    return {"obs": obs, "action": action, "reward": torch.rand(B, T, generator=g),
+            "is_first": first, "is_last": term, "is_terminal": term}
+
+
+def _one_update(preset, backbone, objective, info, precision):
+    cfg = build_config(preset, {"backbone": backbone, "objective": objective},
+                       ["var.warmup=0", "tempo.every=1", f"run.precision={precision}"])
+    torch.manual_seed(0)
+    agent = Agent(cfg, info)
+    seen = set()
+    hooks = [m.register_forward_hook(lambda m, i, o: seen.add(o.dtype))
+             for m in agent.modules() if isinstance(m, nn.Linear)]
+    torch.manual_seed(1)
+    metrics = agent.train_step(_batch(cfg, info))
+    for h in hooks:
+        h.remove()
+    return agent, metrics, seen
+
+
+CASES = [("tiny", "rssm", "none", VECTOR), ("tiny", "rssm", "var", IMAGE),
+         ("tiny", "rssm", "tempo", VECTOR), ("tiny", "rssm", "dream-critic", CONTINUOUS),
+         ("storm-tiny", "tssm", "var", IMAGE), ("vae-lstm-tiny", "vae-lstm", "dream-critic", VECTOR)]
+
+
+@pytest.mark.parametrize("preset, backbone, objective, info", CASES,
+                         ids=[f"{c[1]}-{c[2]}-{c[3]['obs_kind']}" for c in CASES])
+def test_bf16_update_matches_fp32(preset, backbone, objective, info):
+    ref, m32, dtypes32 = _one_update(preset, backbone, objective, info, "fp32")
+    agent, m16, dtypes16 = _one_update(preset, backbone, objective, info, "bf16")
+    assert dtypes32 == {torch.float32}
+    assert torch.bfloat16 in dtypes16                       # the matmuls ran in bf16
+    for key in ("wm/loss", "agent/critic_loss"):
+        assert abs(m16[key] - m32[key]) <= 0.02 * abs(m32[key]) + 1e-3, (key, m16[key], m32[key])
+    assert all(torch.isfinite(torch.tensor(v)) for v in m16.values())
+    assert {p.dtype for p in agent.parameters()} == {torch.float32}
+    for opt in (agent.wm_opt, agent.ac.actor_opt, agent.ac.critic_opt):
+        state = opt.state_dict()["state"]
+        assert all(t.dtype == torch.float32 for s in state.values() for t in s.values()
+                   if torch.is_tensor(t) and t.is_floating_point())
+    # the update moved the weights by nearly the same amount in both precisions
+    p32 = torch.cat([p.detach().flatten() for p in ref.wm.parameters()])
+    p16 = torch.cat([p.detach().flatten() for p in agent.wm.parameters()])
+    torch.manual_seed(0)
+    p0 = torch.cat([p.detach().flatten() for p in Agent(ref.cfg, info).wm.parameters()])
+    step32, step16 = p32 - p0, p16 - p0
+    assert torch.nn.functional.cosine_similarity(step32, step16, dim=0) > 0.9
+
+
+def test_acting_stays_fp32():
+    cfg = build_config("tiny", sets=["run.precision=bf16"])
+    agent = Agent(cfg, VECTOR)
+    carry = agent.wm.initial_carry(2)
+    carry, action = agent.act(carry, torch.randn(2, 4), torch.zeros(2, 2), torch.ones(2, dtype=bool))
+    assert action.dtype == torch.float32
+
+
+def test_unknown_precision_is_a_clear_error():
+    with pytest.raises(ConfigError, match="run.precision"):
+        build_config("tiny", sets=["run.precision=fp16"])
+
+
+def test_compiled_updates_match_eager():
+    runs = {}
+    for compiled in (False, True):
+        cfg = build_config("tiny", {"objective": "var"},
+                           ["var.warmup=0", f"run.compile={str(compiled).lower()}"])
+        torch.manual_seed(0)
+        agent = Agent(cfg, VECTOR)
+        torch.manual_seed(1)
+        runs[compiled] = (agent, [agent.train_step(_batch(cfg, VECTOR, seed)) for seed in (0, 1)])
+    (eager, m_eager), (comp, m_comp) = runs[False], runs[True]
+    assert any(hasattr(m, "_compiled_call_impl") and m._compiled_call_impl is not None
+               for m in comp.modules())
+    for a, b in zip(m_eager, m_comp, strict=True):
+        for key in ("wm/loss", "var/loss", "agent/critic_loss", "agent/actor_loss"):
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), key
+    assert list(comp.state_dict()) == list(eager.state_dict())     # checkpoints interchange
+
+
+def test_compile_refuses_tempo_exact_meta_gradient():
+    with pytest.raises(ConfigError, match="meta_grad=finite_diff"):
+        build_config("tiny", {"objective": "tempo"}, ["run.compile=true"])
