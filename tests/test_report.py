@@ -215,3 +215,13 @@ def test_dmc_ablation_cost_garnet(report):
                  "atari-test_diagnostics.png", "atari-test_aggregates.png"):
         assert (out / "figures" / name).stat().st_size > 1000, name
     assert len((out / "scores.csv").read_text().splitlines()) == 1 + 12 + 4 + 2
+
+
+def test_task_mean_only_where_returns_share_a_scale():
+    stats = {"a": {"gym:CartPole-v1": (200.0, 10.0, 3), "gym:Pendulum-v1": (-150.0, 5.0, 3)}}
+    flags = {"a": {}}
+    kept = tables.generic_table(stats, flags, ["a"], {"a": None}, list(stats["a"]))
+    dropped = tables.generic_table(stats, flags, ["a"], {"a": None}, list(stats["a"]),
+                                   aggregate=False)
+    assert "Task mean" in kept and "Task mean" not in dropped and "Task median" not in dropped
+    assert "200.0 ± 10.0 (n=3)" in dropped

@@ -227,6 +227,10 @@ def dmc_section(exp: Experiment, g: Gathered) -> list[str]:
     return out
 
 
+# suites whose tasks all score on one scale (DMC: 0..1000), so a mean over tasks means something
+SHARED_SCALE_SUITES = ("dmc", "dmc-pixels")
+
+
 def ablation_section(exp: Experiment, g: Gathered, refs: dict) -> list[str]:
     """``000`` Table 3: one row per method, one column per task."""
     atari = all(split_env(e)[0] == "atari100k" for e in g.envs)
@@ -245,9 +249,13 @@ def generic_section(exp: Experiment, g: Gathered) -> list[str]:
     stats = {m: {e: tables.seed_stats(list(v.values())) for e, v in g.scores.get(m, {}).items()}
              for m in exp.methods}
     flags = {m: {e: g.flagged(m, e) for e in g.envs} for m in exp.methods}
-    return [tables.generic_table(stats, flags, exp.methods, exp.baselines, g.envs, exp.labels),
+    shared = all(split_env(e)[0] in SHARED_SCALE_SUITES for e in g.envs)
+    note = "" if shared or len(g.envs) < 2 else (
+        " No task mean or median: these tasks' returns are on different scales.")
+    return [tables.generic_table(stats, flags, exp.methods, exp.baselines, g.envs, exp.labels,
+                                 aggregate=shared),
             "", f"Final evaluation return: mean ± std over seeds (n); % of the mean against "
-                f"the baseline; {tables.FLAG} = fewer seeds or tasks than expected."]
+                f"the baseline; {tables.FLAG} = fewer seeds or tasks than expected.{note}"]
 
 
 # ---------------------------------------------------------------------------- curves

@@ -232,9 +232,10 @@ def ablation_table(means: dict[str, dict[str, float]], flags: dict[str, dict[str
 def generic_table(stats: dict[str, dict[str, tuple[float, float, int]]],
                   flags: dict[str, dict[str, bool]], methods: list[str],
                   baselines: dict[str, str | None], tasks: list[str],
-                  labels: dict[str, str] | None = None) -> str:
+                  labels: dict[str, str] | None = None, aggregate: bool = True) -> str:
     """Task | per method: mean ± std (seeds), % of the mean against the baseline; with more
-    than one task, Task mean and Task median rows."""
+    than one task and ``aggregate``, Task mean and Task median rows (only meaningful when the
+    tasks' returns share a scale)."""
     labels = labels or {}
     rows = []
     for t in tasks:
@@ -251,7 +252,7 @@ def generic_table(stats: dict[str, dict[str, tuple[float, float, int]]],
                 cell += f" ({arrow_pct(pct_change(s[0], bs[0]))})"
             row.append(cell)
         rows.append(row)
-    if len(tasks) > 1:
+    if len(tasks) > 1 and aggregate:
         agg = {m: mean_median([s[0] for t, s in stats.get(m, {}).items() if t in tasks])
                for m in methods}
         for i, name in ((0, "Task mean"), (1, "Task median")):
