@@ -11,6 +11,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+def full_precision(x: Tensor) -> Tensor:
+    """``x`` in float32 if it is bfloat16/float16 (an autocast matmul's output), else unchanged
+    (float32 and float64 pass through): distributions and losses read full-precision values under
+    ``run.precision=bf16``."""
+    return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
+
+
 def symlog(x: Tensor) -> Tensor:
     """symlog(x) = sign(x) ln(|x| + 1)  (DreamerV3 eq. 1)."""
     return torch.sign(x) * torch.log1p(torch.abs(x))
@@ -52,7 +59,7 @@ class TwoHotSymlog:
     """
 
     def __init__(self, logits: Tensor, bins: Tensor):
-        self.logits = logits.float()  # [..., K]; float32 also under bf16 autocast
+        self.logits = full_precision(logits)  # [..., K]
         self.bins = bins.to(logits.device, logits.dtype)
 
     @property
@@ -71,7 +78,7 @@ class TwoHotSymlog:
 def unimix_logits(logits: Tensor, unimix: float) -> Tensor:
     """Mix ``unimix`` of a uniform into a categorical over the last axis; returns log-probs
     (float32, also under bf16 autocast)."""
-    logits = logits.float()
+    logits = full_precision(logits)
     if unimix <= 0:
         return torch.log_softmax(logits, -1)
     probs = torch.softmax(logits, -1)
@@ -122,7 +129,7 @@ class BoundedNormal:
     """DreamerV3 2023 continuous policy: Normal(tanh(mu), std in [min_std, max_std]), diagonal."""
 
     def __init__(self, out: Tensor, min_std: float = 0.1, max_std: float = 1.0):
-        mu, s = out.float().chunk(2, -1)
+        mu, s = full_precision(out).chunk(2, -1)
         self.mean = torch.tanh(mu)
         self.std = (max_std - min_std) * torch.sigmoid(s + 2.0) + min_std
 

@@ -12,6 +12,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from vawm.nets.dist import full_precision
+
 
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float = 1e-4):
@@ -57,8 +59,8 @@ class MLP(nn.Module):
     """``layers`` NormDense layers of ``units``, then an optional linear output (``dout``).
 
     ``zero_out`` zero-initialises the output layer (DreamerV3: reward and critic heads). The
-    output layer returns float32 (a no-op without autocast): under ``run.precision=bf16`` the
-    matmuls run in bfloat16 while the distributions and losses read float32 outputs.
+    output layer's bf16 result is cast back to float32 (:func:`full_precision`): under
+    ``run.precision=bf16`` the matmuls run in bfloat16 while distributions and losses read float32.
     """
 
     def __init__(self, din: int, dout: int | None, layers: int, units: int, norm: str = "layer",
@@ -83,7 +85,7 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.body(x)
-        return self.out(x).float() if self.out is not None else x
+        return full_precision(self.out(x)) if self.out is not None else x
 
 
 class ChannelNorm(nn.Module):
@@ -153,7 +155,7 @@ class ConvDecoder(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         lead = x.shape[:-1]
         y = self.linear(x.reshape(-1, x.shape[-1])).reshape(-1, *self.start)
-        y = self.net(y).float()                    # fp32 image means under bf16 autocast
+        y = full_precision(self.net(y))
         return y.reshape(*lead, *y.shape[1:])
 
 

@@ -65,6 +65,7 @@ import torch
 from torch import Tensor, nn
 
 from vawm.config import ConfigError, TempoConfig
+from vawm.nets.dist import full_precision
 from vawm.nets.normalize import MovingMoments
 from vawm.objectives.base import Context, Contribution, Objective
 from vawm.worldmodels.base import Backbone, Observed
@@ -96,7 +97,7 @@ class MetaWeighter(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         # x: [N, din] -> w: [N] in [w_low, w_low + w_range]
-        return self.w_range * torch.sigmoid(self.net(x).squeeze(-1).float()) + self.w_low
+        return self.w_range * torch.sigmoid(full_precision(self.net(x)).squeeze(-1)) + self.w_low
 
 
 def _batchnorm(n: int) -> nn.BatchNorm1d:

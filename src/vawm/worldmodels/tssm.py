@@ -62,6 +62,7 @@ from vawm.config import TSSMConfig
 from vawm.nets.dist import (
     TwoHotSymlog,
     free_bits,
+    full_precision,
     kl_split,
     sample_categorical_st,
     symexp,
@@ -133,7 +134,7 @@ class BNConvDecoder(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:  # [..., din] -> [..., C, H, W]
         lead = z.shape[:-1]
-        y = self.net(self.linear(z.reshape(-1, z.shape[-1])).reshape(-1, *self.start)).float()
+        y = full_precision(self.net(self.linear(z.reshape(-1, z.shape[-1])).reshape(-1, *self.start)))
         return y.reshape(*lead, *y.shape[1:])
 
 

@@ -56,7 +56,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vawm.config import ConfigError, VAELSTMConfig
-from vawm.nets.dist import symexp, symlog
+from vawm.nets.dist import full_precision, symexp, symlog
 from vawm.nets.layers import MLP, ConvDecoder, ConvEncoder
 from vawm.worldmodels.base import Backbone, Imagined, Observed
 
@@ -100,7 +100,7 @@ def vae_terms(target: Tensor, recon: Tensor, mean: Tensor, std: Tensor, event_di
 
 def split_gaussian(x: Tensor, min_std: float) -> tuple[Tensor, Tensor]:
     """[..., 2Z] -> mean [..., Z], std [..., Z] with std = softplus(raw) + min_std."""
-    mean, raw = x.float().chunk(2, -1)
+    mean, raw = full_precision(x).chunk(2, -1)
     return mean, F.softplus(raw) + min_std
 
 
@@ -198,7 +198,7 @@ class VAELSTM(Backbone):
         return torch.sigmoid(o) * torch.tanh(c), c
 
     def reward_mean(self, feat: Tensor) -> Tensor:
-        return self.reward_head(feat).squeeze(-1).float()
+        return full_precision(self.reward_head(feat)).squeeze(-1)
 
     def cont_logit(self, feat: Tensor) -> Tensor:
         if self.cont_net is None:
