@@ -107,27 +107,6 @@ def make_config(args, objective: str):
     return build_config(preset, overrides, ["var.warmup=0", *args.set])
 
 
-def synthetic_batch(cfg, info: dict, device: torch.device) -> dict[str, torch.Tensor]:
-    B, T = cfg.run.batch_size, cfg.run.batch_length
-    g = torch.Generator().manual_seed(cfg.seed)
-    shape = tuple(info["obs_shape"])
-    if info["obs_kind"] == "image":
-        obs = torch.randint(0, 256, (B, T, *shape), generator=g, dtype=torch.uint8)
-    else:
-        obs = torch.randn(B, T, *shape, generator=g)
-    A = info["action_dim"]
-    if info["discrete"]:
-        idx = torch.randint(0, A, (B, T), generator=g)
-        action = torch.nn.functional.one_hot(idx, A).float()
-    else:
-        action = torch.rand(B, T, A, generator=g) * 2 - 1
-    first = torch.rand(B, T, generator=g) < 0.02
-    term = torch.rand(B, T, generator=g) < 0.02
-    batch = {"obs": obs, "action": action, "reward": torch.rand(B, T, generator=g),
-             "is_first": first, "is_last": term | torch.roll(first, -1, 1), "is_terminal": term}
-    return {k: v.to(device) for k, v in batch.items()}
-
-
 def resolve(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -166,11 +145,12 @@ def sync(device: torch.device) -> None:
 def time_updates(args, objectives: list[str], device: torch.device
                  ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """Per round: seconds of each objective's whole update, and of its world-model step."""
+    from vawm.replay import random_batch
     agents, batch = {}, None
     for o in objectives:
         cfg, info, agents[o] = build_agent(args, o, device)
         if batch is None:
-            batch = synthetic_batch(cfg, info, device)
+            batch = random_batch(cfg, info, device)
     for o in objectives:
         for _ in range(args.warmup):
             agents[o].train_step(batch)
@@ -211,9 +191,10 @@ def _reset_hwm() -> bool:
 def mem_child(args) -> dict:
     """Runs in a fresh process: peak memory of building one agent and running a few updates."""
     device = resolve(args.device)
+    from vawm.replay import random_batch
     cfg = make_config(args, args.mem_child)
     info = env_info_for(args, cfg)
-    batch = synthetic_batch(cfg, info, device)
+    batch = random_batch(cfg, info, device)
     import vawm.train  # noqa: F401  (imports before the baseline)
     torch.ones(64, 64) @ torch.ones(64, 64)                       # thread pools up
     if device.type == "cuda":

@@ -55,26 +55,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def synthetic_batch(cfg, info: dict, device: torch.device) -> dict[str, torch.Tensor]:
-    """[B, T] random replay batch: ~2% episode starts and terminals."""
-    B, T = cfg.run.batch_size, cfg.run.batch_length
-    g = torch.Generator().manual_seed(cfg.seed)
-    shape, A = tuple(info["obs_shape"]), info["action_dim"]
-    if info["obs_kind"] == "image":
-        obs = torch.randint(0, 256, (B, T, *shape), generator=g, dtype=torch.uint8)
-    else:
-        obs = torch.randn(B, T, *shape, generator=g)
-    if info["discrete"]:
-        action = torch.nn.functional.one_hot(torch.randint(0, A, (B, T), generator=g), A).float()
-    else:
-        action = torch.rand(B, T, A, generator=g) * 2 - 1
-    first = torch.rand(B, T, generator=g) < 0.02
-    term = torch.rand(B, T, generator=g) < 0.02
-    batch = {"obs": obs, "action": action, "reward": torch.rand(B, T, generator=g),
-             "is_first": first, "is_last": term, "is_terminal": term}
-    return {k: v.to(device) for k, v in batch.items()}
-
-
 def median_iqr(xs: list[float]) -> tuple[float, float, float]:
     q = statistics.quantiles(xs, n=4) if len(xs) > 1 else [xs[0]] * 3
     return q[0], statistics.median(xs), q[2]
@@ -95,6 +75,7 @@ def timed(fn, n: int, device: torch.device) -> list[float]:
 
 def main(argv: list[str] | None = None) -> int:
     from vawm.config import build_config
+    from vawm.replay import random_batch
     from vawm.train import Agent
     args = parse_args(argv)
     if args.threads:
@@ -114,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         info = env_info(cfg.env, cfg.env_cfg)
     torch.manual_seed(args.seed)
     agent = Agent(cfg, info).to(device)
-    batch = synthetic_batch(cfg, info, device)
+    batch = random_batch(cfg, info, device)
     timed(lambda: agent.train_step(batch), args.warmup, device)
     upd = timed(lambda: agent.train_step(batch), args.updates, device)
     paired = None

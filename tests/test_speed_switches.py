@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from vawm.config import ConfigError, build_config
+from vawm.replay import random_batch
 from vawm.train import Agent
 
 VECTOR = {"obs_kind": "vector", "obs_shape": (4,), "discrete": True, "action_dim": 2}
@@ -18,21 +19,7 @@ CONTINUOUS = {"obs_kind": "vector", "obs_shape": (3,), "discrete": False, "actio
 
 
 def _batch(cfg, info, seed=0):
-    B, T = cfg.run.batch_size, cfg.run.batch_length
-    g = torch.Generator().manual_seed(seed)
-    shape, A = tuple(info["obs_shape"]), info["action_dim"]
-    if info["obs_kind"] == "image":
-        obs = torch.randint(0, 256, (B, T, *shape), generator=g, dtype=torch.uint8)
-    else:
-        obs = torch.randn(B, T, *shape, generator=g)
-    if info["discrete"]:
-        action = nn.functional.one_hot(torch.randint(0, A, (B, T), generator=g), A).float()
-    else:
-        action = torch.rand(B, T, A, generator=g) * 2 - 1
-    first = torch.rand(B, T, generator=g) < 0.05
-    term = torch.rand(B, T, generator=g) < 0.05
-    return {"obs": obs, "action": action, "reward": torch.rand(B, T, generator=g),
-            "is_first": first, "is_last": term, "is_terminal": term}
+    return random_batch(cfg, info, seed=seed, p_first=0.05, p_term=0.05)
 
 
 def _one_update(preset, backbone, objective, info, precision):

@@ -185,3 +185,31 @@ def set_rng_state(rng: np.random.Generator, d: dict) -> None:
         "state": {"state": int(d["state"]), "inc": int(d["inc"])},
         "has_uint32": d["has_uint32"], "uinteger": d["uinteger"],
     }
+
+
+def random_batch(cfg, info: dict, device: torch.device | str = "cpu", seed: int | None = None,
+                 p_first: float = 0.02, p_term: float = 0.02) -> dict[str, torch.Tensor]:
+    """A [B, T] batch in the replay's format with random content, for benchmarks and tests.
+
+    B, T = ``cfg.run.batch_size``, ``cfg.run.batch_length``; observations of ``info``'s shape
+    (uint8 pixels or standard-normal vectors), one-hot or uniform [-1, 1] actions, rewards in
+    [0, 1], episode starts and terminals with probabilities ``p_first`` / ``p_term``, ``is_last``
+    where a step is terminal or the next one starts an episode. Seeded by ``seed`` (default
+    ``cfg.seed``) with a private generator: the global RNG is untouched.
+    """
+    B, T = cfg.run.batch_size, cfg.run.batch_length
+    g = torch.Generator().manual_seed(cfg.seed if seed is None else seed)
+    shape, A = tuple(info["obs_shape"]), info["action_dim"]
+    if info["obs_kind"] == "image":
+        obs = torch.randint(0, 256, (B, T, *shape), generator=g, dtype=torch.uint8)
+    else:
+        obs = torch.randn(B, T, *shape, generator=g)
+    if info["discrete"]:
+        action = torch.nn.functional.one_hot(torch.randint(0, A, (B, T), generator=g), A).float()
+    else:
+        action = torch.rand(B, T, A, generator=g) * 2 - 1
+    first = torch.rand(B, T, generator=g) < p_first
+    term = torch.rand(B, T, generator=g) < p_term
+    batch = {"obs": obs, "action": action, "reward": torch.rand(B, T, generator=g),
+             "is_first": first, "is_last": term | torch.roll(first, -1, 1), "is_terminal": term}
+    return {k: v.to(device) for k, v in batch.items()}
