@@ -100,3 +100,15 @@ def test_compiled_updates_match_eager():
 def test_compile_refuses_tempo_exact_meta_gradient():
     with pytest.raises(ConfigError, match="meta_grad=finite_diff"):
         build_config("tiny", {"objective": "tempo"}, ["run.compile=true"])
+
+
+def test_twohot_head_reads_bf16_logits_in_full_precision():
+    from vawm.nets.dist import TwoHotSymlog, symlog_bins
+    bins = symlog_bins(255)
+    logits = torch.randn(4, 255)
+    ref = TwoHotSymlog(logits, bins)
+    low = TwoHotSymlog(logits.bfloat16(), bins)
+    assert low.logits.dtype == low.bins.dtype == torch.float32
+    assert torch.equal(low.bins, ref.bins)             # bins are never rounded to bf16
+    y = torch.tensor([0.3, 7.0, -120.0, 1500.0])
+    assert torch.allclose(low.log_prob(y), ref.log_prob(y), atol=0.05)

@@ -60,7 +60,7 @@ class TwoHotSymlog:
 
     def __init__(self, logits: Tensor, bins: Tensor):
         self.logits = full_precision(logits)  # [..., K]
-        self.bins = bins.to(logits.device, logits.dtype)
+        self.bins = bins.to(self.logits.device, self.logits.dtype)
 
     @property
     def probs(self) -> Tensor:
