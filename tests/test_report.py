@@ -225,3 +225,30 @@ def test_task_mean_only_where_returns_share_a_scale():
                                    aggregate=False)
     assert "Task mean" in kept and "Task mean" not in dropped and "Task median" not in dropped
     assert "200.0 ± 10.0 (n=3)" in dropped
+
+
+def test_capacity_layout_table_and_plot(tmp_path):
+    from vawm.sweep.spec import SweepError
+    methods = [{"name": f"rssm{v}-{s}", "label": f"DreamerV3{' + Var' if v else ''} {s}",
+                "backbone": "rssm", "objective": "var" if v else "none", "size": s,
+                **({"baseline": f"rssm-{s}"} if v else {})}
+               for s in ("small", "large") for v in ("", "+var")]
+    spec = {"name": "cap-test", "layout": "capacity", "methods": methods,
+            "grid": {"env": ["gym:CartPole-v1", "gym:Pendulum-v1"], "seed": [0, 1]}}
+    sw = parse_sweep(spec)
+    assert {c.size for c in sw.cells} == {"small", "large"}
+    write_json(tmp_path / "cap" / "_sweep" / "cap-test.json", sw.manifest())
+    score = {"rssm-small": 100.0, "rssm+var-small": 150.0, "rssm-large": 300.0,
+             "rssm+var-large": 310.0}
+    for c in sw.cells:
+        make_run(tmp_path / "cap", c.name, c.env, c.backbone, c.objective, c.seed,
+                 score[c.method] + 10 * c.seed)
+    out = tmp_path / "out"
+    assert report_main([str(tmp_path / "cap"), "--out", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    assert table_rows(md, "DreamerV3 + Var small")[0][1] == "155.0 (↑47.6%)"  # 155 vs 105
+    assert "](figures/cap-test_capacity.png)" in md and (out / "figures" /
+                                                           "cap-test_capacity.png").exists()
+    del spec["methods"][1]["size"]
+    with pytest.raises(SweepError, match="size"):
+        parse_sweep(spec)

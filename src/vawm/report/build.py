@@ -245,6 +245,43 @@ def ablation_section(exp: Experiment, g: Gathered, refs: dict) -> list[str]:
             "The same runs with their spread over seeds:", "", *generic_section(exp, g)]
 
 
+def capacity_section(exp: Experiment, g: Gathered, refs: dict, figdir: Path | None
+                     ) -> list[str]:
+    """``000`` Fig. 2a: the ablation table of every (size, method) cell, then final return
+    against world-model size per task, one line per method family (backbone + objective)."""
+    out = ablation_section(exp, g, refs)
+    sizes = list(dict.fromkeys(exp.sizes[m] for m in exp.methods if m in exp.sizes))
+    if figdir is None or not sizes:
+        return out
+    fam_label: dict[str, str] = {}
+    for m in exp.methods:           # a family's name: its first label without the size word
+        f = exp.families.get(m, m)
+        label = exp.labels.get(m)
+        if f not in fam_label:
+            fam_label[f] = (label.replace(exp.sizes.get(m, ""), "").strip() if label else f)
+    one_suite = len({split_env(e)[0] for e in g.envs}) == 1
+    panels: dict[str, dict[str, list]] = {}
+    for e in g.envs:
+        per: dict[str, list] = {}
+        for m in exp.methods:
+            s = g.scores.get(m, {}).get(e)
+            if not s or m not in exp.sizes:
+                continue
+            mean, std, n = tables.seed_stats(list(s.values()))
+            per.setdefault(exp.families.get(m, m), []).append(
+                (sizes.index(exp.sizes[m]), mean, std, n))
+        if per:
+            panels[split_env(e)[1] if one_suite else e] = per
+    if not panels:
+        return out
+    path = curves.plot_capacity(panels, figdir / f"{_slug(exp.name)}_capacity.png", sizes,
+                                fam_label)
+    return [*out, "", _img("final return against world-model size (mean ± std over seeds)",
+                           path, figdir.parent),
+            "", "Final evaluation return against world-model size (`000` Fig. 2a): mean ± std "
+                "over the seeds that finished, one line per method family."]
+
+
 def generic_section(exp: Experiment, g: Gathered) -> list[str]:
     stats = {m: {e: tables.seed_stats(list(v.values())) for e, v in g.scores.get(m, {}).items()}
              for m in exp.methods}
@@ -506,6 +543,8 @@ def build_report(root: Path, out: Path, reps: int = 5000, seed: int = 0,
             lines = dmc_section(exp, g)
         elif exp.layout == "ablation":
             lines = ablation_section(exp, g, refs)
+        elif exp.layout == "capacity":
+            lines = capacity_section(exp, g, refs, figdir)
         else:
             lines = generic_section(exp, g)
         doc += [*lines, ""]

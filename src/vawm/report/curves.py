@@ -187,3 +187,43 @@ def plot_intervals(est: dict[str, dict[str, tuple[float, float, float]]], path: 
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def plot_capacity(panels: dict[str, dict[str, list[tuple[int, float, float, int]]]], path: Path,
+                  sizes: list[str], labels: dict[str, str], ylabel: str = "final return",
+                  ncols: int = 4) -> Path:
+    """``000`` Fig. 2a: per task, final return against world-model size, one line per method
+    family (e.g. DreamerV3 and DreamerV3 + Var) with mean ± std over seeds as error bars.
+
+    panels: title -> family -> [(size index, mean, std, n seeds)]."""
+    plt = _plt()
+    n = len(panels)
+    ncols = min(ncols, n)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.6 * nrows + 0.4),
+                             squeeze=False)
+    families = list(dict.fromkeys(f for per in panels.values() for f in per))
+    colors = {f: f"C{i % 10}" for i, f in enumerate(families)}
+    for ax, (title, per) in zip(axes.flat, panels.items(), strict=False):
+        for k, (f, pts) in enumerate(per.items()):
+            pts = sorted(pts)
+            x = np.array([p[0] for p in pts], dtype=float) + 0.04 * (k - (len(per) - 1) / 2)
+            ax.errorbar(x, [p[1] for p in pts], yerr=[p[2] for p in pts], color=colors[f],
+                        marker="o", ms=4, lw=1.5, capsize=3, label=labels.get(f, f))
+        _style(ax, title)
+        ax.set_xticks(range(len(sizes)), sizes, fontsize=7)     # after _style: categorical x
+        ax.set_xlim(-0.4, len(sizes) - 0.6)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    for ax in axes[-1]:
+        ax.set_xlabel("world-model size", fontsize=8)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(ylabel, fontsize=8)
+    handles = [plt.Line2D([], [], color=colors[f], lw=2, marker="o") for f in families]
+    fig.legend(handles, [labels.get(f, f) for f in families], loc="upper center",
+               ncol=min(len(families), 6), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

@@ -58,12 +58,14 @@ class Cell:
 class Experiment:
     """A group of runs rendered as one section of the report."""
     name: str
-    layout: str                 # atari100k | dmc | ablation | generic
+    layout: str                 # atari100k | dmc | ablation | capacity | generic
     runs: list[Run]             # finished and unfinished runs that belong here
     expected: list[Cell]        # every cell that should have a finished run
     methods: list[str]          # column order
     baselines: dict[str, str | None]
     labels: dict[str, str] = field(default_factory=dict)   # display names
+    sizes: dict[str, str] = field(default_factory=dict)    # method -> world-model size (capacity)
+    families: dict[str, str] = field(default_factory=dict)  # method -> backbone[+objective]
     description: str = ""
     compute: dict = field(default_factory=dict)
     source: str = ""            # the manifest file, or "" for inferred groups
@@ -210,13 +212,18 @@ def collect(root: Path, exclude: Path | None = None) -> tuple[list[Experiment], 
         methods: list[str] = []
         baselines: dict[str, str | None] = {}
         labels: dict[str, str] = {}
+        sizes: dict[str, str] = {}
+        families: dict[str, str] = {}
         for c in man["cells"]:
             path = (sweep_root / c["name"]).resolve()
             if c["method"] not in baselines:
                 methods.append(c["method"])
                 baselines[c["method"]] = c.get("baseline")
+                families[c["method"]] = method_label(c.get("backbone", ""), c.get("objective"))
                 if c.get("label"):
                     labels[c["method"]] = c["label"]
+                if c.get("size") is not None:
+                    sizes[c["method"]] = str(c["size"])
             expected.append(Cell(c["method"], c["env"], int(c["seed"]), path,
                                  _cell_state(sweep_root, c["name"]), c.get("steps")))
             run = load_run(path, method=c["method"]) if path.is_dir() else None
@@ -227,7 +234,8 @@ def collect(root: Path, exclude: Path | None = None) -> tuple[list[Experiment], 
         experiments.append(Experiment(
             name=str(man.get("name", mpath.stem)), layout=man.get("layout") or
             default_layout(suites), runs=runs, expected=expected, methods=methods,
-            baselines=baselines, labels=labels, description=man.get("description", ""),
+            baselines=baselines, labels=labels, sizes=sizes, families=families,
+            description=man.get("description", ""),
             compute=man.get("compute") or {}, source=str(mpath)))
 
     loose: dict[str, list[Run]] = {}

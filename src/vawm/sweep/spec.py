@@ -4,7 +4,7 @@ A sweep file (see ``experiments/*.yaml`` and ``docs/sweeps.md``)::
 
     name: atari100k                 # default: the file's stem
     description: 000 Table 1
-    layout: atari100k               # report layout: atari100k | dmc | ablation | generic
+    layout: atari100k               # report layout: atari100k | dmc | ablation | capacity | generic
     compute: {cells: 520, ...}      # free-form statement of the expected compute
     defaults: {preset: atari100k, steps: 400000, set: {run.eval_episodes: 10}}
     methods:                        # optional; default: grid.backbone x grid.objective
@@ -32,12 +32,12 @@ from typing import Any
 
 import yaml
 
-LAYOUTS = ("atari100k", "dmc", "ablation", "generic")
+LAYOUTS = ("atari100k", "dmc", "ablation", "capacity", "generic")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 _TOP_KEYS = {"name", "description", "layout", "compute", "defaults", "methods", "grid",
              "overrides", "resources", "max_concurrent", "retries"}
 _SETTING_KEYS = {"preset", "steps", "set"}
-_METHOD_KEYS = {"name", "label", "backbone", "objective", "baseline"} | _SETTING_KEYS
+_METHOD_KEYS = {"name", "label", "backbone", "objective", "baseline", "size"} | _SETTING_KEYS
 _GRID_KEYS = {"backbone", "objective", "env", "seed"}
 _MATCH_KEYS = {"method", "backbone", "objective", "env", "seed"}
 
@@ -56,6 +56,7 @@ class Cell:
     seed: int
     baseline: str | None = None
     label: str | None = None    # display name in reports
+    size: str | None = None     # world-model size of a capacity study (layout ``capacity``)
     preset: str | None = None
     steps: int | None = None
     sets: tuple[tuple[str, str], ...] = ()
@@ -84,7 +85,7 @@ class Cell:
 
     def to_json(self) -> dict:
         return {"name": self.name, "method": self.method, "baseline": self.baseline,
-                "label": self.label,
+                "label": self.label, "size": self.size,
                 "backbone": self.backbone, "objective": self.objective, "env": self.env,
                 "seed": self.seed, "preset": self.preset, "steps": self.steps,
                 "argv": self.train_args()}
@@ -213,6 +214,11 @@ def parse_sweep(data: dict, name: str = "sweep", file: str = "") -> Sweep:
         m.setdefault("baseline", _default_baseline(m, methods))
         if m["baseline"] is not None and m["baseline"] not in names:
             raise SweepError(f"method {m['name']!r}: baseline {m['baseline']!r} is not a method")
+    if layout == "capacity":
+        unsized = [str(m["name"]) for m in methods if m.get("size") is None]
+        if unsized:
+            raise SweepError(f"layout capacity needs a size: on every method (the x axis of the "
+                             f"capacity plot); missing on {', '.join(unsized)}")
 
     envs = [str(e) for e in _as_list(grid.get("env"), "grid.env")]
     seeds = _as_list(grid.get("seed"), "grid.seed")
@@ -238,7 +244,9 @@ def parse_sweep(data: dict, name: str = "sweep", file: str = "") -> Sweep:
         sets = tuple(sorted((str(k), format_value(v)) for k, v in s.get("set", {}).items()))
         cells.append(Cell(method=m["name"], backbone=str(m["backbone"]),
                           objective=str(m["objective"]), env=env, seed=int(seed),
-                          baseline=m["baseline"], label=m.get("label"), preset=s.get("preset"),
+                          baseline=m["baseline"], label=m.get("label"),
+                          size=None if m.get("size") is None else str(m["size"]),
+                          preset=s.get("preset"),
                           steps=steps, sets=sets))
 
     res = _check_keys(data.get("resources") or {}, {"cpus", "gpus"}, "resources")
