@@ -133,3 +133,29 @@ def test_short_training_run(tmp_path):
     rows = [json.loads(r) for r in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     logged = [r for r in rows if "dream_critic/loss" in r]
     assert logged and "dream_critic/imag_value" in logged[-1]
+
+
+def test_latent_features_switch_reads_z_alone():
+    grads = {}
+    for features in ("post", "latent"):
+        cfg, agent = _agent("vae-lstm-tiny", **{"dream_critic.features": features,
+                                                "dream_critic.imagine": "false"})
+        obj, wm = agent.objective, agent.wm
+        z_dim = cfg.vae_lstm.latent
+        assert obj.net.body[0].linear.in_features == (z_dim if features == "latent"
+                                                      else wm.feat_dim)
+        feat = torch.randn(5, wm.feat_dim)
+        moved = feat.clone()
+        moved[:, z_dim:] += 1.0                          # change h, keep z
+        same = torch.allclose(obj.value(feat), obj.value(moved))
+        assert same == (features == "latent")
+        batch = _batch(cfg)
+        obs = wm.observe(batch)
+        out = obj.contribute(obs, Context(wm, agent.ac, 0, batch, agent.wm_params))
+        out.losses["weighted"].backward()
+        grads[features] = sum(float(p.grad.abs().sum()) for p in wm.lstm.parameters()
+                              if p.grad is not None)
+    # V(z_t) of a VAE + LSTM reaches the encoder only; V([z_t, h_t]) reaches the LSTM too
+    assert grads["latent"] == 0.0 and grads["post"] > 0.0
+    with pytest.raises(ConfigError, match="dream_critic.features"):
+        DreamCritic(DreamCriticConfig(features="z"), 8)

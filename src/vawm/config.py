@@ -167,6 +167,7 @@ class DreamCriticConfig:
     act: str = "relu"
     norm: str = "none"
     target: str = "sg"          # sg: semi-gradient TD (target detached) | full: residual gradient
+    features: str = "post"      # post: V_phi on the posterior feature | latent: on z_t alone (002)
     imagine: bool = True        # evaluate imagined rollouts with V_phi (diagnostics, no gradient)
     horizon: int = 15           # H of those rollouts (``002`` §4.2)
     imag_starts: int = 64       # posterior start states per rollout batch (0 = all B*T)
@@ -415,6 +416,7 @@ def validate(cfg: Config) -> None:
                "tempo.value_norm": ("batch", "moving"), "tempo.sign": ("lookahead", "public_code"),
                "var.direction": ("post_prior", "prior_post"), "var.critic": ("critic", "slow"),
                "dream_critic.target": ("sg", "full"),
+               "dream_critic.features": ("post", "latent"),
                "run.device": ("auto", "cpu", "cuda"),
                "run.eval_mode": ("mode", "sample"), "run.precision": ("fp32", "bf16")}
     for path, valid in choices.items():

@@ -101,7 +101,8 @@ class Agent(torch.nn.Module):
         self.cfg = cfg
         self.discrete, self.act_dim = info["discrete"], info["action_dim"]
         self.wm = build_backbone(cfg, info)
-        self.objective = build_objective(cfg.objective, cfg, self.wm.feat_dim)
+        self.objective = build_objective(cfg.objective, cfg, self.wm.feat_dim,
+                                         self.wm.latent_slice)
         self.ac = ActorCritic(self.wm.feat_dim, self.act_dim, self.discrete, cfg.agent, cfg.optim)
         o = cfg.optim
         self.wm_params = list(self.wm.parameters()) + list(self.objective.wm_parameters())

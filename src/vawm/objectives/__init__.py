@@ -10,7 +10,10 @@ from __future__ import annotations
 from vawm.objectives.base import Context, Contribution, NoObjective, Objective
 
 
-def build_objective(name: str, cfg, feat_dim: int) -> Objective:
+def build_objective(name: str, cfg, feat_dim: int, latent_slice: slice | None = None
+                    ) -> Objective:
+    """The objective ``name`` for a backbone whose features are ``feat_dim`` wide, with its
+    stochastic latent at ``latent_slice`` of a feature (default: the whole feature)."""
     if name == "none":
         return NoObjective()
     if name == "var":
@@ -21,7 +24,7 @@ def build_objective(name: str, cfg, feat_dim: int) -> Objective:
         return Tempo(cfg.tempo, feat_dim)
     if name == "dream-critic":
         from vawm.objectives.dream_critic import DreamCritic
-        return DreamCritic(cfg.dream_critic, feat_dim)
+        return DreamCritic(cfg.dream_critic, feat_dim, latent_slice)
     raise ValueError(f"unknown objective {name!r}; valid: none, var, tempo, dream-critic")
 
 

@@ -13,8 +13,12 @@ model's optimiser; it is a separate network from the actor-critic's critic.
 Readings (switches in :class:`DreamCriticConfig`):
 
 - Indexing: our replay stores with step t the reward r_t received on *arriving* at o_t, so the
-  reward of the transition z_t -> z_{t+1} (``002``'s r_t) is ``reward[:, t+1]``. Features are
-  ``Observed.post`` (s_t = (h_t, z_t) for ``rssm``; [z_t, h_t] for ``vae-lstm``), not only z_t.
+  reward of the transition z_t -> z_{t+1} (``002``'s r_t) is ``reward[:, t+1]``.
+- Input (``features``): ``002`` writes V_phi(z_t) yet says the critic's gradient reaches "both the
+  encoder and dynamics model"; in a VAE + LSTM z_t comes from the VAE encoder alone, so V_phi(z_t)
+  would send no gradient to the LSTM. By default (``post``) V_phi reads the posterior feature
+  ``Observed.post`` (s_t = (h_t, z_t) for ``rssm``, [z_t, h_t] for ``vae-lstm``), which reaches
+  both; ``latent`` is the literal V_phi(z_t) (the backbone's ``latent_slice`` of the feature).
 - Target: semi-gradient TD by default (``target=sg``): r + gamma V(z_{t+1}) is detached, feature
   included, so only V(z_t) carries gradient (into V_phi, the encoder and the dynamics).
   ``target=full`` differentiates the literal squared residual through both ends.
@@ -51,6 +55,7 @@ from vawm.objectives.base import Context, Contribution, Objective
 from vawm.worldmodels.base import Observed
 
 TARGETS = ("sg", "full")
+FEATURES = ("post", "latent")
 
 
 # ---------------------------------------------------------------------------- pure math
@@ -99,19 +104,23 @@ class DreamCritic(Objective):
 
     name = "dream_critic"
 
-    def __init__(self, cfg: DreamCriticConfig, feat_dim: int):
+    def __init__(self, cfg: DreamCriticConfig, feat_dim: int, latent_slice: slice | None = None):
         super().__init__()
-        if cfg.target not in TARGETS:
-            raise ConfigError(f"config key 'dream_critic.target' is {cfg.target!r}; valid values: "
-                              f"{', '.join(TARGETS)}")
+        for key, valid in (("target", TARGETS), ("features", FEATURES)):
+            if getattr(cfg, key) not in valid:
+                raise ConfigError(f"config key 'dream_critic.{key}' is {getattr(cfg, key)!r}; "
+                                  f"valid values: {', '.join(valid)}")
         self.cfg = cfg
-        self.net = MLP(feat_dim, 1, cfg.layers, cfg.units, cfg.norm, cfg.act)
+        whole = slice(0, feat_dim)
+        self.select = (latent_slice or whole) if cfg.features == "latent" else whole
+        din = len(range(feat_dim)[self.select])
+        self.net = MLP(din, 1, cfg.layers, cfg.units, cfg.norm, cfg.act)
 
     def wm_parameters(self) -> list[nn.Parameter]:
         return list(self.net.parameters())
 
     def value(self, feat: Tensor) -> Tensor:
-        return self.net(feat).squeeze(-1)                               # [..., F] -> [...]
+        return self.net(feat[..., self.select]).squeeze(-1)             # [..., F] -> [...]
 
     def contribute(self, obs: Observed, ctx: Context) -> Contribution:
         c, b = self.cfg, ctx.batch

@@ -42,6 +42,8 @@ class Backbone(nn.Module):
     """Interface every world model implements (``rssm``, ``tssm``, ``vae-lstm``, ``latent``)."""
 
     feat_dim: int
+    #: where the stochastic latent z_t sits inside a feature [..., feat_dim]
+    latent_slice: slice
     #: names of the per-step terms that ``loss`` sums (and that weights multiply)
     term_names: tuple[str, ...] = ()
 

@@ -61,6 +61,7 @@ class RSSM(Backbone):
         self.cfg, self.obs_shape, self.act_dim, self.image = cfg, tuple(obs_shape), act_dim, image
         S, C, D, H = cfg.stoch, cfg.classes, cfg.deter, cfg.hidden
         self.feat_dim = D + S * C
+        self.latent_slice = slice(D, D + S * C)                    # feat = [h, z]
         n, a = cfg.norm, cfg.act
         if image:
             st = conv_stages(obs_shape[1:], 4)    # 64x64 -> 4x4 as DreamerV3; 10x10 -> 5x5

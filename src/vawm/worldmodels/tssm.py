@@ -164,6 +164,7 @@ class TSSM(Backbone):
         S, C, D = cfg.stoch, cfg.classes, cfg.dim
         self.zdim = S * C
         self.feat_dim = self.zdim + D                      # s = [z, h] (STORM's agent input)
+        self.latent_slice = slice(0, self.zdim)
         if image:
             size = tuple(obs_shape[1:])
             stages = conv_stages(size, cfg.cnn_stages)

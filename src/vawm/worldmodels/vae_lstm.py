@@ -128,6 +128,7 @@ class VAELSTM(Backbone):
         self.cfg, self.obs_shape, self.act_dim, self.image = cfg, tuple(obs_shape), act_dim, image
         Z, L, Hd = cfg.latent, cfg.lstm, cfg.hidden
         self.feat_dim = Z + L
+        self.latent_slice = slice(0, Z)                                # feat = [z, h]
         if image:
             if len(self.obs_shape) != 3 or self.obs_shape[1] % 16 or self.obs_shape[2] % 16:
                 raise ConfigError(f"vae-lstm images must be [C, H, W] with H, W divisible by 16, "
