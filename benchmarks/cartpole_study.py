@@ -2,8 +2,9 @@
 
     python benchmarks/cartpole_study.py ROOT [--out DIR] [--pred-episodes 10] [--threshold 400]
 
-For every run directory under ROOT (any folder holding ``config.yaml``), grouped by
-backbone + objective:
+For every run directory under ROOT (any folder holding ``config.yaml``), grouped by method: the
+sweep's method name for a sweep's layout ``ROOT/<method>/<env>/seed<k>``, else backbone +
+objective:
 
 - final reward: ``summary.json``'s ``eval_return_mean`` (the trainer's final evaluation over
   ``run.eval_episodes`` test episodes: 100 in the ``cartpole-vae-lstm`` preset; mode actions).
@@ -67,7 +68,12 @@ def steps_to_reward(rows: list[dict], threshold: float) -> int | None:
     return None
 
 
-def method_name(cfg) -> str:
+def method_name(cfg, run: Path, root: Path) -> str:
+    """The sweep's method (first folder under ``root`` of a ``<method>/<env>/seed<k>`` run),
+    else backbone[+objective]."""
+    parts = run.resolve().relative_to(root.resolve()).parts
+    if len(parts) >= 3 and parts[-1].startswith("seed"):
+        return parts[0]
     return cfg.backbone if cfg.objective == "none" else f"{cfg.backbone}+{cfg.objective}"
 
 
@@ -251,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
             rec.update(checkpoint_reward(run, args.eval_unfinished))
         if not args.no_pred and has_ckpt:
             rec.update(prediction_error(run, args.pred_episodes, args.pred_policy))
-        groups.setdefault(method_name(cfg), []).append(rec)
+        groups.setdefault(method_name(cfg, run, args.root), []).append(rec)
     if not groups:
         print(f"no run directories under {args.root}")
         return 1
