@@ -113,7 +113,7 @@ class RunConfig:
     threads: int = 0            # torch CPU threads; 0 = torch default
     compile: bool = False       # torch.compile the small hot modules (nets.layers.compile_hot_modules)
     precision: str = "fp32"     # fp32 | bf16: bfloat16 autocast of the update's forward passes
-    deterministic: bool = True
+    deterministic: bool = True  # cuDNN deterministic kernels, no autotuning (CPU runs always are)
 
 
 @dataclass

@@ -230,6 +230,10 @@ class Trainer:
         if cfg.run.threads:
             torch.set_num_threads(cfg.run.threads)
         seed_everything(cfg.seed)
+        # CPU runs are bit-reproducible as they are; on CUDA, deterministic cuDNN kernels
+        # (run.deterministic) or autotuned ones (faster, not reproducible)
+        torch.backends.cudnn.deterministic = cfg.run.deterministic
+        torch.backends.cudnn.benchmark = not cfg.run.deterministic
         self.device = resolve_device(cfg.run.device)
         self.info = env_info(cfg.env, cfg.env_cfg)
         self.repeat = suite_action_repeat(cfg.env, cfg)
