@@ -76,6 +76,17 @@ def test_straight_through_sample():
     assert torch.allclose(logits.grad, expected, atol=1e-6)
 
 
+def test_categorical_sample_law_with_extreme_probabilities():
+    torch.manual_seed(1)
+    probs = torch.tensor([[0.97, 0.02, 0.0099, 0.0001], [0.25, 0.25, 0.25, 0.25]])
+    n = 200_000
+    s = sample_categorical_st(probs.log().expand(n, 2, 4))
+    freq = s.detach().sum(0) / n                                # [2, 4]
+    std = torch.sqrt(probs * (1 - probs) / n)
+    assert ((freq - probs).abs() <= 5 * std + 1e-6).all(), freq   # within 5 standard errors
+    assert s.detach().sum(-1).eq(1).all()                       # exactly one class each
+
+
 def test_kl_split_stop_gradients():
     torch.manual_seed(0)
     q_raw = torch.randn(4, 3, 5, requires_grad=True)
