@@ -81,12 +81,7 @@ def plot_grid(panels: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]], path:
 
     panels: title -> (bin centres, method -> (seeds x bins) matrix). A method with fewer seeds
     with data than ``seeds[method]`` expects is named in its panel (``n: rssm 4/5``)."""
-    plt = _plt()
-    n = len(panels)
-    ncols = min(ncols, n)
-    nrows = -(-n // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.5 * nrows + 0.4),
-                             squeeze=False)
+    plt, fig, axes = _panels(len(panels), ncols, 2.5)
     colors = {m: f"C{i % 10}" for i, m in enumerate(methods)}
     for ax, (title, (x, per_method)) in zip(axes.flat, panels.items(), strict=False):
         short = []
@@ -102,15 +97,32 @@ def plot_grid(panels: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]], path:
             ax.text(0.02, 0.97, "n: " + ", ".join(short), transform=ax.transAxes, va="top",
                     fontsize=6)
         _style(ax, title)
+    handles = [plt.Line2D([], [], color=colors[m], lw=2) for m in methods]
+    return _finish(plt, fig, axes, len(panels), handles, [labels.get(m, m) for m in methods],
+                   "env steps", ylabel, path)
+
+
+def _panels(n: int, ncols: int, height: float):
+    """A grid of ``n`` panels, at most ``ncols`` per row: (pyplot, figure, axes [rows, cols])."""
+    plt = _plt()
+    ncols = min(ncols, n)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, height * nrows + 0.4),
+                             squeeze=False)
+    return plt, fig, axes
+
+
+def _finish(plt, fig, axes, n: int, handles: list, names: list[str], xlabel: str, ylabel: str,
+            path: Path) -> Path:
+    """Blank the unused panels, label the outer axes, one legend on top, save to ``path``."""
     for ax in axes.flat[n:]:
         ax.axis("off")
     for ax in axes[-1]:
-        ax.set_xlabel("env steps", fontsize=8)
+        ax.set_xlabel(xlabel, fontsize=8)
     for ax in axes[:, 0]:
         ax.set_ylabel(ylabel, fontsize=8)
-    handles = [plt.Line2D([], [], color=colors[m], lw=2) for m in methods]
-    fig.legend(handles, [labels.get(m, m) for m in methods], loc="upper center",
-               ncol=min(len(methods), 6), fontsize=8, frameon=False)
+    fig.legend(handles, names, loc="upper center", ncol=min(len(names), 6), fontsize=8,
+               frameon=False)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
@@ -196,12 +208,7 @@ def plot_capacity(panels: dict[str, dict[str, list[tuple[int, float, float, int]
     family (e.g. DreamerV3 and DreamerV3 + Var) with mean ± std over seeds as error bars.
 
     panels: title -> family -> [(size index, mean, std, n seeds)]."""
-    plt = _plt()
-    n = len(panels)
-    ncols = min(ncols, n)
-    nrows = -(-n // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.6 * nrows + 0.4),
-                             squeeze=False)
+    plt, fig, axes = _panels(len(panels), ncols, 2.6)
     families = list(dict.fromkeys(f for per in panels.values() for f in per))
     colors = {f: f"C{i % 10}" for i, f in enumerate(families)}
     for ax, (title, per) in zip(axes.flat, panels.items(), strict=False):
@@ -213,17 +220,6 @@ def plot_capacity(panels: dict[str, dict[str, list[tuple[int, float, float, int]
         _style(ax, title)
         ax.set_xticks(range(len(sizes)), sizes, fontsize=7)     # after _style: categorical x
         ax.set_xlim(-0.4, len(sizes) - 0.6)
-    for ax in axes.flat[n:]:
-        ax.axis("off")
-    for ax in axes[-1]:
-        ax.set_xlabel("world-model size", fontsize=8)
-    for ax in axes[:, 0]:
-        ax.set_ylabel(ylabel, fontsize=8)
     handles = [plt.Line2D([], [], color=colors[f], lw=2, marker="o") for f in families]
-    fig.legend(handles, [labels.get(f, f) for f in families], loc="upper center",
-               ncol=min(len(families), 6), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _finish(plt, fig, axes, len(panels), handles, [labels.get(f, f) for f in families],
+                   "world-model size", ylabel, path)
