@@ -69,8 +69,14 @@ def test_bf16_update_matches_fp32(preset, backbone, objective, info):
 def test_acting_stays_fp32():
     cfg = build_config("tiny", sets=["run.precision=bf16"])
     agent = Agent(cfg, VECTOR)
+    seen = set()
+    hooks = [m.register_forward_hook(lambda m, i, o: seen.add(o.dtype))
+             for m in agent.modules() if isinstance(m, nn.Linear)]
     carry = agent.wm.initial_carry(2)
     carry, action = agent.act(carry, torch.randn(2, 4), torch.zeros(2, 2), torch.ones(2, dtype=bool))
+    for h in hooks:
+        h.remove()
+    assert seen == {torch.float32}                       # no bf16 matmul while acting
     assert action.dtype == torch.float32
 
 
