@@ -116,7 +116,7 @@ def cmd_eval(argv: list[str]) -> int:
     from vawm.checkpoint import load as load_ckpt
     from vawm.config import ConfigError, load_config_file
     from vawm.envs import UnknownEnvError, env_info
-    from vawm.train import CKPT, Agent, evaluate_policy, resolve_device
+    from vawm.train import CKPT, Agent, evaluate_policy, resolve_device, suite_action_repeat
 
     run_dir = Path(args.run_dir)
     try:
@@ -132,7 +132,8 @@ def cmd_eval(argv: list[str]) -> int:
         ev = evaluate_policy(agent, cfg, device, args.episodes)
     except (ConfigError, UnknownEnvError, CheckpointError) as e:
         return _fail(str(e))
-    ev.update(env=cfg.env, updates=int(sd["updates"]), env_steps=int(sd["policy_steps"]),
+    ev.update(env=cfg.env, updates=int(sd["updates"]),
+              env_steps=int(sd["policy_steps"]) * suite_action_repeat(cfg.env, cfg),
               eval_mode=cfg.run.eval_mode)
     (run_dir / "eval.json").write_text(json.dumps(ev, indent=2))
     print(f"evaluation return: {ev['eval_return_mean']:.1f} ± {ev['eval_return_std']:.1f} over "

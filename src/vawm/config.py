@@ -95,12 +95,12 @@ class OptimConfig:
 @dataclass
 class RunConfig:
     """Data collection, replay and bookkeeping."""
-    train_ratio: float = 64.0   # replayed steps per policy step (independent of action repeat)
+    train_ratio: float = 64.0   # replayed steps per agent step of each env (not per frame, not per E)
     batch_size: int = 16
     batch_length: int = 64
     num_envs: int = 1
     parallel_envs: bool = False
-    prefill: int = 1000         # policy steps of random actions before learning
+    prefill: int = 1000         # env steps (frames, summed over envs) of random actions first
     replay_capacity: int = 1_000_000
     replay_persist: str = "chunks"  # chunks: RUN/replay/chunk_*.pt, written once | checkpoint: all
     replay_chunk: int = 1024        # steps per stream in one chunk file
@@ -235,7 +235,7 @@ class Config:
     objective: str = "none"
     preset: str = "cpu"
     seed: int = 0
-    steps: int = 20_000         # env steps (frames: policy steps x action repeat)
+    steps: int = 20_000         # env steps: frames (agent steps x action repeat) summed over envs
     env_cfg: EnvConfig = field(default_factory=EnvConfig)
     rssm: RSSMConfig = field(default_factory=RSSMConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)

@@ -4,8 +4,12 @@
         observe batch -> objective contribution -> world-model step -> actor-critic in imagination
     -> log / checkpoint -> final evaluation -> summary
 
-The train ratio counts replayed steps (B x T per update) per *policy* step, whatever the action
-repeat; ``cfg.steps`` counts environment steps (policy steps x action repeat).
+Step accounting (as DreamerV3 and sheeprl count): ``policy_steps`` is the number of agent steps
+summed over all E environments (one vector step adds E), ``env_steps`` = policy_steps x action
+repeat (frames). ``cfg.steps``, ``run.prefill``, ``log_every``, ``checkpoint_every``, ``eval_every``,
+the logged ``env_step`` and the progress bar all count env steps. The train ratio counts replayed
+steps (B x T per update) per agent step of each environment, whatever the action repeat, so the
+number of updates per env step does not depend on E.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import os
 import platform
 import random
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -268,6 +273,7 @@ class Trainer:
             "agent": self.agent.state_dict(), "opt": self.agent.opt_state(),
             "updates": self.agent.updates, "replay": self.replay.state_dict(),
             "driver": self.driver.get_state(), "policy_steps": self.policy_steps,
+            "steps_summed_over_envs": True,
             "update_credit": self.update_credit, "episodes": self.episodes,
             "wall": self.wall_before + time.time() - self.t0,
             "next": [self.next_log, self.next_ckpt, self.next_eval],
@@ -290,6 +296,13 @@ class Trainer:
         self.replay.load_state_dict(sd["replay"])
         self.driver.set_state(sd["driver"])
         self.policy_steps = int(sd["policy_steps"])
+        if not sd.get("steps_summed_over_envs", False) and self.cfg.run.num_envs > 1:
+            # checkpoints before the fix counted vector steps: convert to agent steps of all envs
+            E = self.cfg.run.num_envs
+            self.policy_steps *= E
+            sd["episodes"] = [(s * E, ret) for s, ret in sd["episodes"]]
+            print(f"vawm: warning: {CKPT} counted vector steps of {E} envs; converted to "
+                  f"{self.env_steps} env steps summed over envs", file=sys.stderr)
         self.update_credit = float(sd["update_credit"])
         self.episodes = [tuple(e) for e in sd["episodes"]]
         self.wall_before = float(sd["wall"])
@@ -310,7 +323,7 @@ class Trainer:
     def collect_step(self) -> None:
         """One policy step in every env; stores the current observation step in replay."""
         p, r = self.pending, self.cfg.run
-        random_phase = self.policy_steps < r.prefill
+        random_phase = self.env_steps < r.prefill
         carry, a = self.agent.act(self.carry, self._obs_tensor(p["obs"]), self.prev_action,
                                   torch.as_tensor(p["is_first"], device=self.device))
         if random_phase:
@@ -321,7 +334,7 @@ class Trainer:
         self.replay.add({"obs": p["obs"], "action": action, "reward": p["reward"],
                          "is_first": p["is_first"], "is_last": p["is_last"], "is_terminal": terminal})
         self.pending = self.driver.step(action)
-        self.policy_steps += 1
+        self.policy_steps += r.num_envs
         for _, ret, _length in self.pending["episodes"]:
             self.episodes.append((self.env_steps, float(ret)))
             self.logger.add({"train/episode_return": ret})
@@ -355,7 +368,8 @@ class Trainer:
                     self.save_checkpoint()
                     raise RunInterrupted(stop.signum, self.env_steps)
                 self.collect_step()
-                if self.policy_steps >= r.prefill and self.replay.can_sample():
+                if self.env_steps >= r.prefill and self.replay.can_sample():
+                    # train ratio: replayed steps per agent step of each env (E agent steps here)
                     self.update_credit += r.train_ratio * r.num_envs / per_update
                     while self.update_credit >= 1.0:
                         self.update_credit -= 1.0
@@ -382,11 +396,10 @@ class Trainer:
                     self.next_ckpt += r.checkpoint_every
                     if _PAUSE_AFTER_CKPT > 0:     # test hook: hold a resumable state a while
                         time.sleep(_PAUSE_AFTER_CKPT)
-                if self.policy_steps == _KILL_AT:   # test hook: simulate `kill -9` here
+                if 0 <= _KILL_AT <= self.policy_steps:   # test hook: simulate `kill -9` here
                     os.kill(os.getpid(), signal.SIGKILL)
                 if bar is not None:
-                    bar.n = min(self.env_steps, cfg.steps)
-                    bar.refresh() if self.policy_steps % 50 == 0 else None
+                    bar.update(min(self.env_steps, cfg.steps) - bar.n)
         finally:
             stop.restore()
             if bar is not None:
@@ -412,7 +425,8 @@ class Trainer:
                    "policy_steps": self.policy_steps, "updates": self.agent.updates,
                    "wall_clock_s": round(self.wall(), 2), "env": cfg.env, "backbone": cfg.backbone,
                    "objective": cfg.objective, "preset": cfg.preset, "seed": cfg.seed,
-                   "action_repeat": self.repeat, "train_ratio": cfg.run.train_ratio,
+                   "action_repeat": self.repeat, "num_envs": cfg.run.num_envs,
+                   "train_ratio": cfg.run.train_ratio,
                    "env_cfg": to_dict(cfg.env_cfg), "device": str(self.device),
                    "versions": versions()}
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
