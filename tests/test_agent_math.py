@@ -107,8 +107,8 @@ def test_critic_loss_dreamer_and_storm_styles_by_hand(slow_target, cont_weight):
     from dataclasses import replace
     from types import SimpleNamespace
 
-    from vawm.agents.actor_critic import ActorCritic
-    from vawm.config import AgentConfig, OptimConfig
+    from vawm.agents.actor_critic import ActorCritic, AgentConfig
+    from vawm.nets.optim import OptimConfig
 
     wm = _FixedDream()
     cfg = replace(AgentConfig(), units=8, layers=1, horizon=4, gamma=0.9, lam=0.8,

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import types
 
 import pytest
 import torch
 
-from vawm.config import ConfigError, DreamCriticConfig, build_config
+from vawm.config import ConfigError, build_config
 from vawm.objectives import Context, build_objective
-from vawm.objectives.dream_critic import DreamCritic, index_start, td_errors, td_loss
+from vawm.objectives.dream_critic import DreamCritic, DreamCriticConfig, index_start, td_errors, td_loss
 
 INFO = {"obs_kind": "vector", "obs_shape": (4,), "discrete": True, "action_dim": 2}
 
@@ -125,7 +126,9 @@ def test_trains_with_the_world_model():
 
 def test_short_training_run(tmp_path):
     from vawm.train import Trainer
-    assert isinstance(build_objective("dream-critic", build_config("tiny"), 8), DreamCritic)
+    cfg = build_config("tiny", {"objective": "dream-critic"})
+    backbone = types.SimpleNamespace(feat_dim=8, latent_slice=slice(0, 4))
+    assert isinstance(build_objective(cfg, backbone), DreamCritic)
     cfg = build_config("tiny", {"objective": "dream-critic", "steps": 80},
                        ["run.log_every=40", "run.checkpoint_every=1000"])
     summary = Trainer(cfg, tmp_path, progress=False).train()

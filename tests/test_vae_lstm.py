@@ -8,11 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vawm.config import ConfigError, VAELSTMConfig, build_config
+from vawm.config import ConfigError, build_config
 from vawm.worldmodels import build_backbone
 from vawm.worldmodels.base import Observed
 from vawm.worldmodels.vae_lstm import (
     VAELSTM,
+    VAELSTMConfig,
     VState,
     gaussian_kl,
     gaussian_nll,

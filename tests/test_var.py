@@ -9,11 +9,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from vawm.agents.actor_critic import Critic
-from vawm.config import AgentConfig, ConfigError, VarConfig, build_config
+from vawm.agents.actor_critic import AgentConfig, Critic
+from vawm.config import ConfigError, build_config
 from vawm.objectives import Context, build_objective
 from vawm.objectives.var import (
     ValueAlignment,
+    VarConfig,
     adaptive_beta,
     value_alignment,
     value_kl,
@@ -236,7 +237,8 @@ def test_on_backbone_gradients_reach_world_model_not_critic(preset):
 
 def test_build_objective_and_short_training_run(tmp_path):
     from vawm.train import Trainer
-    assert isinstance(build_objective("var", build_config("tiny"), 8), ValueAlignment)
+    cfg = build_config("tiny", {"objective": "var"})
+    assert isinstance(build_objective(cfg, None), ValueAlignment)
     cfg = build_config("tiny", {"objective": "var", "steps": 80},
                        ["var.warmup=10", "run.log_every=40", "run.checkpoint_every=1000"])
     summary = Trainer(cfg, tmp_path, progress=False).train()

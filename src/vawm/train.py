@@ -106,8 +106,7 @@ class Agent(torch.nn.Module):
         self.cfg = cfg
         self.discrete, self.act_dim = info["discrete"], info["action_dim"]
         self.wm = build_backbone(cfg, info)
-        self.objective = build_objective(cfg.objective, cfg, self.wm.feat_dim,
-                                         self.wm.latent_slice)
+        self.objective = build_objective(cfg, self.wm)
         self.ac = ActorCritic(self.wm.feat_dim, self.act_dim, self.discrete, cfg.agent, cfg.optim)
         o = cfg.optim
         self.wm_params = list(self.wm.parameters()) + list(self.objective.wm_parameters())
@@ -140,7 +139,7 @@ class Agent(torch.nn.Module):
             _sync(batch["reward"].device)
             metrics["time/wm_step_s"] = time.perf_counter() - t0
         metrics["wm/loss"] = total.detach()
-        metrics.update({f"{self.objective.name}/{k}": v.detach() for k, v in contrib.losses.items()})
+        metrics.update({f"{self.objective.log_name}/{k}": v.detach() for k, v in contrib.losses.items()})
         metrics.update(contrib.metrics)
         metrics.update(self.ac.train_step(self.wm, obs, batch, self.amp))
         self.updates += 1

@@ -18,16 +18,52 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from typing import Annotated, Literal
 
 import torch
 from torch import Tensor, nn
 
-from vawm.config import AgentConfig, OptimConfig
 from vawm.nets.dist import BoundedNormal, OneHotPolicy, TwoHotSymlog, symlog_bins
 from vawm.nets.layers import MLP
 from vawm.nets.normalize import PercentileScale
-from vawm.nets.optim import Optim
+from vawm.nets.optim import Optim, OptimConfig
+from vawm.settings import Min, Range, section
 from vawm.worldmodels.base import Backbone, Observed
+
+Unit = Annotated[float, Range(0, 1)]
+NonNeg = Annotated[float, Min(0)]
+
+
+@section("agent")
+class AgentConfig:
+    """Dreamer actor-critic in imagination (``000`` §4.3 eq. 6-9, Table 15)."""
+    horizon: Annotated[int, Min(1)] = 15
+    gamma: Annotated[float, Range(0, 1, lo_open=True)] = 0.997   # 1 - 1/333
+    lam: Unit = 0.95
+    units: Annotated[int, Min(1)] = 256
+    layers: Annotated[int, Min(0)] = 2
+    norm: Literal["layer", "rms", "none"] = "layer"
+    act: Literal["silu", "elu", "relu", "tanh", "gelu"] = "silu"
+    actor_ent: NonNeg = 3e-4    # eta; 2025 table: 1e-3
+    actor_unimix: Annotated[float, Range(0, 1, hi_open=True)] = 0.01
+    # auto: reinforce for discrete, dynamics (backprop through the model) for continuous actions
+    actor_grad: Literal["auto", "reinforce", "dynamics"] = "auto"
+    min_std: Annotated[float, Min(0, strict=True)] = 0.1
+    max_std: Annotated[float, Min(0, strict=True)] = 1.0
+    critic_scale: NonNeg = 1.0
+    actor_scale: NonNeg = 1.0
+    slow_decay: Unit = 0.98     # critic EMA decay
+    slowreg: NonNeg = 1.0       # critic EMA regulariser
+    repval_scale: NonNeg = 0.0  # replay value loss (2025: 0.3)
+    retnorm_decay: Unit = 0.99
+    retnorm_limit: Annotated[float, Min(0, strict=True)] = 1.0
+    imag_starts: Annotated[int, Min(0)] = 0   # 0 = imagine from all B*T posterior states
+    # STORM's agent (Zhang et al. 2023, its public code) differs from DreamerV3's in two places;
+    # preset ``storm-agent`` selects both: the slow critic's regulariser target is the
+    # lambda-return computed with the slow critic's values (``return``) instead of its value, and
+    # the losses are plain means instead of weighted by the imagined continuation product.
+    slow_target: Literal["value", "return"] = "value"   # value (DreamerV3) | return (STORM)
+    cont_weight: bool = True    # weight actor/critic losses by prod c (DreamerV3); STORM: false
 
 
 def lambda_returns(reward: Tensor, cont: Tensor, value: Tensor, gamma: float, lam: float) -> Tensor:

@@ -18,10 +18,14 @@ import functools
 import importlib
 import multiprocessing
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import gymnasium
+
+from vawm.settings import Min, Range, section
+
+NonNeg = Annotated[int, Min(0)]
+Prob = Annotated[float, Range(0, 1)]
 
 # suite name -> module that implements it (imported on first use)
 _SUITE_MODULES: dict[str, str] = {
@@ -42,7 +46,7 @@ class UnknownEnvError(ValueError):
     """A ``suite:task`` id names no known suite or no known task (one-line message)."""
 
 
-@dataclass
+@section("env_cfg")
 class EnvConfig:
     """Environment protocol. Every field is a plain type so it round-trips through YAML.
 
@@ -72,41 +76,23 @@ class EnvConfig:
       minatar_ramping: MinAtar's difficulty ramping (package default).
     """
 
-    action_repeat: int = 0
-    size: tuple[int, int] = (64, 64)
-    time_limit: int = 0
+    action_repeat: NonNeg = 0
+    size: Annotated[tuple[int, int], Min(1)] = (64, 64)
+    time_limit: NonNeg = 0
     grayscale: bool = False
     # Atari
-    noop_max: int = 30
-    sticky_actions: float = 0.0
+    noop_max: NonNeg = 30
+    sticky_actions: Prob = 0.0
     life_loss_signal: bool = True
-    max_episode_frames: int = 108_000
+    max_episode_frames: NonNeg = 108_000
     minimal_action_set: bool = True
     max_pool: bool = True
     # dm_control
     camera: int = -1
     # MinAtar
-    minatar_obs: str = "vector"
-    minatar_sticky_actions: float = 0.1
+    minatar_obs: Literal["vector", "image"] = "vector"
+    minatar_sticky_actions: Prob = 0.1
     minatar_ramping: bool = True
-
-    def __post_init__(self) -> None:
-        size = tuple(int(s) for s in self.size)  # YAML gives a list
-        if len(size) != 2 or min(size) < 1:
-            raise ValueError(
-                f"EnvConfig.size must be two positive ints (height, width), got {self.size!r}"
-            )
-        self.size = size  # type: ignore[assignment]
-        for name in ("action_repeat", "time_limit", "noop_max", "max_episode_frames"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"EnvConfig.{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("sticky_actions", "minatar_sticky_actions"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"EnvConfig.{name} must be in [0, 1], got {getattr(self, name)}")
-        if self.minatar_obs not in ("vector", "image"):
-            raise ValueError(
-                f"EnvConfig.minatar_obs must be 'vector' or 'image', got {self.minatar_obs!r}"
-            )
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> EnvConfig:

@@ -7,9 +7,27 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Annotated, Literal
 
 import torch
 from torch import Tensor, nn
+
+from vawm.settings import Min, section
+
+Pos = Annotated[float, Min(0, strict=True)]
+
+
+@section("optim")
+class OptimConfig:
+    """Optimisers of the world model, actor and critic (DreamerV3 2023 defaults)."""
+    kind: Literal["adam", "laprop"] = "adam"   # 2023 | 2025
+    model_lr: Pos = 1e-4
+    actor_lr: Pos = 3e-5
+    critic_lr: Pos = 3e-5
+    model_eps: Pos = 1e-8
+    ac_eps: Pos = 1e-5
+    model_clip: Pos = 1000.0    # adam: global-norm clip; laprop: AGC factor
+    ac_clip: Pos = 100.0
 
 
 class LaProp(torch.optim.Optimizer):

@@ -28,11 +28,26 @@ class Contribution:
 
 
 class Objective(nn.Module):
-    """Base class. Parameters of an objective that should train *with* the world model (e.g. the
-    dream critic) are returned by :meth:`wm_parameters`; an objective with its own optimiser
-    (TEMPO's meta weighter) steps it inside :meth:`contribute`."""
+    """Base class; register one with :func:`register_objective`. Parameters of an objective that
+    should train *with* the world model (e.g. the dream critic) are returned by
+    :meth:`wm_parameters`; an objective with its own optimiser (TEMPO's meta weighter) steps it
+    inside :meth:`contribute`."""
 
     name = "base"
+    #: its config dataclass (the run-config section ``cfg.<config_key>``), or None
+    Config: type | None = None
+    config_key: str = ""
+    #: prefix of its logged metrics and loss terms
+    log_name: str = ""
+
+    @classmethod
+    def from_config(cls, cfg, backbone: Backbone) -> Objective:
+        """Build from the run config for ``backbone`` (its ``feat_dim``, ``latent_slice``)."""
+        return cls()
+
+    @classmethod
+    def check(cls, cfg) -> None:
+        """Cross-field checks of a run config that uses this objective; raise ConfigError."""
 
     def contribute(self, obs: Observed, ctx: Context) -> Contribution:
         raise NotImplementedError
@@ -41,10 +56,25 @@ class Objective(nn.Module):
         return []
 
 
+#: objective name -> class, filled by :func:`register_objective` (see ``vawm.objectives``)
+OBJECTIVES: dict[str, type[Objective]] = {}
+
+
+def register_objective(name: str, config_key: str | None = None, log_name: str | None = None):
+    """Class decorator: make an objective available as ``--objective NAME``; its ``Config``
+    dataclass becomes the run-config section ``config_key`` (default: NAME with ``_``)."""
+    def deco(cls: type[Objective]) -> type[Objective]:
+        cls.name = name
+        cls.config_key = config_key or name.replace("-", "_")
+        cls.log_name = log_name or cls.config_key
+        OBJECTIVES[name] = cls
+        return cls
+    return deco
+
+
+@register_objective("none")
 class NoObjective(Objective):
     """Pure maximum likelihood: the baseline of every table."""
-
-    name = "none"
 
     def contribute(self, obs: Observed, ctx: Context) -> Contribution:
         return Contribution()

@@ -43,19 +43,33 @@ replayed states) and, through the loop, ``dream_critic/weighted`` (lambda L_crit
 from __future__ import annotations
 
 from dataclasses import fields, is_dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
 from torch import Tensor, nn
 
 from vawm.agents.actor_critic import lambda_returns
-from vawm.config import ConfigError, DreamCriticConfig
 from vawm.nets.layers import MLP
-from vawm.objectives.base import Context, Contribution, Objective
+from vawm.objectives.base import Context, Contribution, Objective, register_objective
+from vawm.settings import Min, Range, section
 from vawm.worldmodels.base import Observed
 
-TARGETS = ("sg", "full")
-FEATURES = ("post", "latent")
+
+@section("dream_critic")
+class DreamCriticConfig:
+    """Dream critic (``002`` §3.2, §4.1)."""
+    scale: Annotated[float, Min(0)] = 0.5     # lambda in L_dream = L_base + lambda L_critic
+    gamma: Annotated[float, Range(0, 1, lo_open=True)] = 0.99
+    units: Annotated[int, Min(1)] = 64        # 2-layer MLP of 64 units, ReLU (``002`` §4.1)
+    layers: Annotated[int, Min(0)] = 2
+    act: Literal["silu", "elu", "relu", "tanh", "gelu"] = "relu"
+    norm: Literal["layer", "rms", "none"] = "none"
+    target: Literal["sg", "full"] = "sg"      # sg: semi-gradient TD | full: residual gradient
+    features: Literal["post", "latent"] = "post"  # post: V_phi on the posterior feature | z_t only
+    imagine: bool = True        # evaluate imagined rollouts with V_phi (diagnostics, no gradient)
+    horizon: Annotated[int, Min(0)] = 15      # H of those rollouts (``002`` §4.2)
+    imag_starts: Annotated[int, Min(0)] = 64  # posterior start states per rollout (0 = all B*T)
+    imag_every: Annotated[int, Min(1)] = 1    # rollout every k world-model updates
 
 
 # ---------------------------------------------------------------------------- pure math
@@ -99,17 +113,18 @@ def index_start(start: Any, idx: Tensor) -> Any:
 
 
 # ---------------------------------------------------------------------------- the objective
+@register_objective("dream-critic")
 class DreamCritic(Objective):
     """``002``'s dream critic: a latent TD critic whose loss trains the world model too."""
 
-    name = "dream_critic"
+    Config = DreamCriticConfig
+
+    @classmethod
+    def from_config(cls, cfg, backbone) -> DreamCritic:
+        return cls(cfg.dream_critic, backbone.feat_dim, backbone.latent_slice)
 
     def __init__(self, cfg: DreamCriticConfig, feat_dim: int, latent_slice: slice | None = None):
         super().__init__()
-        for key, valid in (("target", TARGETS), ("features", FEATURES)):
-            if getattr(cfg, key) not in valid:
-                raise ConfigError(f"config key 'dream_critic.{key}' is {getattr(cfg, key)!r}; "
-                                  f"valid values: {', '.join(valid)}")
         self.cfg = cfg
         whole = slice(0, feat_dim)
         self.select = (latent_slice or whole) if cfg.features == "latent" else whole

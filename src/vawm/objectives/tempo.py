@@ -61,14 +61,41 @@ Choices where paper and public code differ (both are switches; defaults follow t
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 import torch
 from torch import Tensor, nn
 
-from vawm.config import ConfigError, TempoConfig
 from vawm.nets.dist import full_precision
 from vawm.nets.normalize import MovingMoments
-from vawm.objectives.base import Context, Contribution, Objective
+from vawm.objectives.base import Context, Contribution, Objective, register_objective
+from vawm.settings import ConfigError, Min, Range, section
 from vawm.worldmodels.base import Backbone, Observed
+
+Pos = Annotated[float, Min(0, strict=True)]
+
+
+@section("tempo")
+class TempoConfig:
+    """TEMPO meta weighting (Yuan et al. 2023, §2.2-2.3, Alg. 1, App. C); defaults follow the
+    public code. Preset ``tempo-paper`` (configs/tempo.yaml) switches to the paper's text."""
+    layers: Annotated[int, Min(0)] = 4   # hidden dense layers (code 4, + output = 5 dense)
+    units: Annotated[int, Min(1)] = 400
+    out_norm: bool = True       # BatchNorm on the output layer too (code); paper: hidden only
+    lr: Pos = 1e-4              # Adam of the meta weighter (App. C)
+    eps: Pos = 1e-8             # Adam epsilon (the meta gradient carries the small factor eta)
+    clip: Pos = 100.0           # global-norm clip of the meta gradient (public code)
+    wd: Annotated[float, Range(0, 1, hi_open=True)] = 1e-6   # alpha <- (1 - wd) alpha per step
+    w_low: float = 0.75         # w = 0.5 * sigmoid(out) + 0.75
+    w_range: Pos = 0.5
+    meta_grad: Literal["exact", "finite_diff"] = "exact"   # double backward | theta +- eps g re-runs
+    fd_eps: Pos = 1e-4          # finite_diff: norm of the parameter step along g_up / |g_up|
+    lookahead_lr: Annotated[float, Min(0)] = 0.0   # eta of the look-ahead; 0 = the model's lr
+    every: Annotated[int, Min(1)] = 1   # meta step every k world-model updates (weights: every)
+    value_source: Literal["slow", "critic"] = "slow"   # target critic (public code) | critic
+    value_norm: Literal["batch", "moving"] = "batch"   # post + prior together | moving (§2.3)
+    norm_decay: Annotated[float, Range(0, 1, hi_open=True)] = 0.99   # moving: EMA decay
+    sign: Literal["lookahead", "public_code"] = "lookahead"   # descend dL_upper(theta')/dalpha
 
 
 class MetaWeighter(nn.Module):
@@ -222,21 +249,25 @@ def _set_rng_state(state, device: torch.device) -> None:
 
 
 # ---------------------------------------------------------------------------- objective
+@register_objective("tempo")
 class Tempo(Objective):
     """TEMPO objective: per-step weights for the world model, meta weighter trained inside."""
 
-    name = "tempo"
+    Config = TempoConfig
+
+    @classmethod
+    def check(cls, cfg) -> None:
+        if cfg.run.compile and cfg.tempo.meta_grad == "exact":
+            raise ConfigError("run.compile=true cannot run tempo.meta_grad=exact: torch.compile "
+                              "does not support the double backward of the exact meta-gradient; "
+                              "use tempo.meta_grad=finite_diff or run.compile=false")
+
+    @classmethod
+    def from_config(cls, cfg, backbone) -> Tempo:
+        return cls(cfg.tempo, backbone.feat_dim)
 
     def __init__(self, cfg: TempoConfig, feat_dim: int):
         super().__init__()
-        choices = {"meta_grad": ("exact", "finite_diff"), "value_source": ("slow", "critic"),
-                   "value_norm": ("batch", "moving"), "sign": ("lookahead", "public_code")}
-        for key, valid in choices.items():
-            if getattr(cfg, key) not in valid:
-                raise ConfigError(f"config key 'tempo.{key}' is {getattr(cfg, key)!r}; "
-                                  f"valid values: {', '.join(valid)}")
-        if cfg.every < 1:
-            raise ConfigError(f"config key 'tempo.every' must be >= 1, got {cfg.every}")
         self.cfg = cfg
         self.weighter = MetaWeighter(2 * feat_dim + 2, cfg.units, cfg.layers, cfg.out_norm,
                                      cfg.w_low, cfg.w_range)

@@ -43,18 +43,34 @@ loop, ``var/weighted`` (the scalar added to the world-model loss). The backbone'
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 import torch
 from torch import Tensor
 from torch.func import functional_call
 
-from vawm.config import ConfigError, VarConfig
 from vawm.nets.dist import categorical_kl
-from vawm.objectives.base import Context, Contribution, Objective
+from vawm.objectives.base import Context, Contribution, Objective, register_objective
+from vawm.settings import Min, section
 from vawm.worldmodels.base import Observed
 
-WEIGHTS = ("adaptive", "static")
 DIRECTIONS = ("post_prior", "prior_post")
-CRITICS = ("critic", "slow")
+NonNeg = Annotated[float, Min(0)]
+
+
+@section("var")
+class VarConfig:
+    """Value-alignment regularisation (``000`` eq. 2-5)."""
+    scale: NonNeg = 1.0         # extra factor on beta_var * L_var (1 in ``000``)
+    warmup: Annotated[int, Min(0)] = 10_000   # world-model updates with L_var off (eq. 2: 1e4)
+    weight: Literal["adaptive", "static"] = "adaptive"   # adaptive: 1/max(1, sg(KL)) (eq. 5)
+    static_beta: NonNeg = 0.5   # Table 3 ablation: 0.5; App. D "large" weight: 50
+    per_sample: bool = True     # eq. 5 per (batch, time) sample; False: 1/max(1, batch-mean KL)
+    kl_floor: Annotated[float, Min(0, strict=True)] = 1.0   # the 1 in max(1, KL) of eq. 5
+    beta_dyn: NonNeg = 0.5      # eq. 4 dyn side: KL[sg(V(s)) || V(s~)], trains the prior state
+    beta_rep: NonNeg = 0.1      # eq. 4 rep side: KL[V(s) || sg(V(s~))], trains the posterior state
+    direction: Literal["post_prior", "prior_post"] = "post_prior"  # eq. 4 | swapped arguments
+    critic: Literal["critic", "slow"] = "critic"   # V_theta of eq. 4: online (``000``) | EMA critic
 
 
 # ---------------------------------------------------------------------------- pure math
@@ -145,22 +161,19 @@ def model_kl(obs: Observed) -> Tensor:
 
 
 # ---------------------------------------------------------------------------- the objective
+@register_objective("var")
 class ValueAlignment(Objective):
     """``000``'s value-alignment regulariser on any backbone that exposes post/prior features."""
 
-    name = "var"
+    Config = VarConfig
 
     def __init__(self, cfg: VarConfig):
         super().__init__()
-        for key, val, valid in (("weight", cfg.weight, WEIGHTS),
-                                ("direction", cfg.direction, DIRECTIONS),
-                                ("critic", cfg.critic, CRITICS)):
-            if val not in valid:
-                raise ConfigError(f"config key 'var.{key}' is {val!r}; valid values: "
-                                  f"{', '.join(valid)}")
-        if cfg.warmup < 0:
-            raise ConfigError(f"var.warmup must be >= 0, got {cfg.warmup}")
         self.cfg = cfg
+
+    @classmethod
+    def from_config(cls, cfg, backbone) -> ValueAlignment:
+        return cls(cfg.var)
 
     def value_logits(self, critic: torch.nn.Module, post: Tensor, prior: Tensor
                      ) -> tuple[Tensor, Tensor]:

@@ -39,13 +39,27 @@ class Policy(Protocol):
 
 
 class Backbone(nn.Module):
-    """Interface every world model implements (``rssm``, ``tssm``, ``vae-lstm``, ``latent``)."""
+    """Interface every world model implements; register one with :func:`register_backbone`."""
 
+    name: str = ""
+    #: its config dataclass (a section of the run config, ``cfg.<config_key>``), or None
+    Config: type | None = None
+    config_key: str = ""
     feat_dim: int
     #: where the stochastic latent z_t sits inside a feature [..., feat_dim]
     latent_slice: slice
     #: names of the per-step terms that ``loss`` sums (and that weights multiply)
     term_names: tuple[str, ...] = ()
+
+    @classmethod
+    def from_config(cls, cfg, info: dict) -> Backbone:
+        """Build from the run config (reading ``cfg.<config_key>``) and the env's ``info``
+        (``obs_kind``, ``obs_shape``, ``discrete``, ``action_dim``; see ``envs.env_info``)."""
+        raise NotImplementedError
+
+    @classmethod
+    def check(cls, cfg) -> None:
+        """Cross-field checks of a run config that uses this backbone; raise ConfigError."""
 
     def observe(self, batch: dict[str, Tensor]) -> Observed:
         raise NotImplementedError
@@ -79,3 +93,17 @@ class Backbone(nn.Module):
                  ) -> tuple[Any, Tensor]:
         """One filtering step while acting: returns (new carry, feature [N, F])."""
         raise NotImplementedError
+
+
+#: backbone name -> class, filled by :func:`register_backbone` (see ``vawm.worldmodels``)
+BACKBONES: dict[str, type[Backbone]] = {}
+
+
+def register_backbone(name: str, config_key: str | None = None):
+    """Class decorator: make a backbone available as ``--backbone NAME``; its ``Config``
+    dataclass becomes the run-config section ``config_key`` (default: NAME with ``_``)."""
+    def deco(cls: type[Backbone]) -> type[Backbone]:
+        cls.name, cls.config_key = name, config_key or name.replace("-", "_")
+        BACKBONES[name] = cls
+        return cls
+    return deco

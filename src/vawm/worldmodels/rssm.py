@@ -13,12 +13,12 @@ as DreamerV3 does (SPEC): dyn stops the posterior's gradient, rep stops the prio
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vawm.config import RSSMConfig
 from vawm.nets.dist import (
     TwoHotSymlog,
     free_bits,
@@ -40,7 +40,39 @@ from vawm.nets.layers import (
     make_act,
     make_norm,
 )
-from vawm.worldmodels.base import Backbone, Imagined, Observed
+from vawm.settings import Min, Range, section
+from vawm.worldmodels.base import Backbone, Imagined, Observed, register_backbone
+
+Norm = Literal["layer", "rms", "none"]
+Act = Literal["silu", "elu", "relu", "tanh", "gelu"]
+Pos = Annotated[int, Min(1)]
+
+
+@section("rssm")
+class RSSMConfig:
+    """DreamerV3 RSSM (Hafner et al. 2023/2025; the 2025 values are ``000`` Table 15)."""
+    deter: Pos = 256            # GRU state h_t
+    hidden: Pos = 256           # width of the img/obs layers around the GRU
+    stoch: Pos = 32             # number of categorical latents
+    classes: Pos = 32           # classes per latent
+    unimix: Annotated[float, Range(0, 1, hi_open=True)] = 0.01   # uniform mix in the latents
+    free_nats: Annotated[float, Min(0)] = 1.0   # free bits, per (batch, time) sample
+    beta_pred: Annotated[float, Min(0)] = 1.0   # recon + reward + continue
+    beta_dyn: Annotated[float, Min(0)] = 0.5    # 2023: 0.5, 2025: 1.0 (Table 15)
+    beta_rep: Annotated[float, Min(0)] = 0.1
+    gru: Literal["layernorm", "block"] = "layernorm"   # 2023 | 2025
+    blocks: Pos = 8             # block GRU groups (2025)
+    dynlayers: Pos = 1
+    units: Pos = 256            # MLP width of encoder/decoder/heads
+    layers: Annotated[int, Min(0)] = 2          # MLP depth of vector encoder/decoder
+    head_layers: Annotated[int, Min(0)] = 1     # MLP depth of reward/continue heads
+    cnn_depth: Pos = 32
+    norm: Norm = "layer"        # "layer" (2023) | "rms" (2025)
+    act: Act = "silu"
+    reward_bins: Annotated[int, Min(2)] = 255
+    recon_scale: Annotated[float, Min(0)] = 1.0
+    reward_scale: Annotated[float, Min(0)] = 1.0
+    cont_scale: Annotated[float, Min(0)] = 1.0
 
 
 @dataclass
@@ -52,7 +84,9 @@ class RState:
         return torch.cat([self.deter, self.stoch.flatten(-2)], -1)
 
 
+@register_backbone("rssm")
 class RSSM(Backbone):
+    Config = RSSMConfig
     term_names = ("recon", "reward", "cont", "dyn", "rep")
 
     def __init__(self, cfg: RSSMConfig, obs_shape: tuple[int, ...], act_dim: int,

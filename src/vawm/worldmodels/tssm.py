@@ -53,12 +53,12 @@ import contextlib
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vawm.config import TSSMConfig
 from vawm.nets.dist import (
     TwoHotSymlog,
     free_bits,
@@ -72,10 +72,42 @@ from vawm.nets.dist import (
 )
 from vawm.nets.layers import MLP, conv_stages
 from vawm.nets.transformer import CausalTransformer, KVCache, causal_mask, segment_mask
-from vawm.worldmodels.base import Backbone, Imagined, Observed
+from vawm.settings import ConfigError, Min, Range, section
+from vawm.worldmodels.base import Backbone, Imagined, Observed, register_backbone
 
-CHOICES = {"free_bits": ("batch", "sample"), "imag_start": ("posterior", "prior"),
-           "act_latent": ("posterior", "prior")}
+Pos = Annotated[int, Min(1)]
+NonNeg = Annotated[float, Min(0)]
+
+
+@section("tssm")
+class TSSMConfig:
+    """STORM transformer state-space model (Zhang et al. 2023; ``000`` App. L.1, Tables 7-14)."""
+    stoch: Pos = 32             # categorical latents (32 x 32, Table 7)
+    classes: Pos = 32
+    unimix: Annotated[float, Range(0, 1, hi_open=True)] = 0.01   # uniform mix in the latents
+    dim: Pos = 512              # D (Table 14)
+    layers: Pos = 2             # K transformer blocks
+    heads: Pos = 8
+    ffn_mult: Pos = 2           # FFN width 2D (Table 11)
+    dropout: Annotated[float, Range(0, 1, hi_open=True)] = 0.1
+    max_len: Pos = 64           # positional-encoding length (STORM: 64 = batch length)
+    free_nats: NonNeg = 1.0
+    free_bits: Literal["batch", "sample"] = "batch"  # batch: max(1, batch-mean KL) (STORM's code)
+    beta_pred: NonNeg = 1.0     # recon + reward + continue
+    beta_dyn: NonNeg = 0.5
+    beta_rep: NonNeg = 0.1
+    cnn_depth: Pos = 32         # first conv block's channels (32-64-128-256, Table 7)
+    cnn_stages: Pos = 4         # conv blocks (fewer when the image side is not divisible by 2^4)
+    units: Pos = 512            # MLP width: vector encoder/decoder and reward/continue heads (D)
+    layers_mlp: Annotated[int, Min(0)] = 2   # hidden layers of the vector encoder/decoder
+    head_layers: Annotated[int, Min(0)] = 2  # hidden layers of reward/continue heads (Table 13)
+    context: Annotated[int, Min(0)] = 8      # imagination context C fed through the KV cache
+    act_context: Pos = 16       # environment context length while acting (Table 14)
+    imag_start: Literal["posterior", "prior"] = "posterior"  # prior: STORM's predicted z~_{t+1}
+    act_latent: Literal["posterior", "prior"] = "posterior"  # prior: act on a prior sample (STORM)
+    episode_mask: bool = True   # attention stops at episode starts (STORM's code: False)
+    kv_cache: bool = True       # imagine through the key/value cache (False: re-run the sequence)
+    reward_bins: Annotated[int, Min(2)] = 255
 
 
 @dataclass
@@ -151,15 +183,13 @@ class ActionMixer(nn.Module):
 
 
 # ---------------------------------------------------------------------------- the backbone
+@register_backbone("tssm")
 class TSSM(Backbone):
+    Config = TSSMConfig
     term_names = ("recon", "reward", "cont", "dyn", "rep")
 
     def __init__(self, cfg: TSSMConfig, obs_shape: tuple[int, ...], act_dim: int, image: bool):
         super().__init__()
-        for key, valid in CHOICES.items():
-            if getattr(cfg, key) not in valid:
-                raise ValueError(f"tssm.{key} is {getattr(cfg, key)!r}; valid values: "
-                                 f"{', '.join(valid)}")
         self.cfg, self.obs_shape, self.act_dim, self.image = cfg, tuple(obs_shape), act_dim, image
         S, C, D = cfg.stoch, cfg.classes, cfg.dim
         self.zdim = S * C
@@ -186,16 +216,20 @@ class TSSM(Backbone):
         self.cont_head = MLP(D, 1, cfg.head_layers, cfg.units, "layer", "relu")
 
     @classmethod
-    def from_config(cls, cfg, info: dict) -> TSSM:
+    def check(cls, cfg) -> None:
         c = cfg.tssm
         need = {"run.batch_length": cfg.run.batch_length,
                 "tssm.context + agent.horizon": c.context + cfg.agent.horizon,
                 "tssm.act_context": c.act_context}
         for name, n in need.items():
             if n > c.max_len:
-                raise ValueError(f"{name} = {n} exceeds tssm.max_len = {c.max_len} (the learnable "
-                                 "positional encoding's length); raise tssm.max_len")
-        return cls(c, tuple(info["obs_shape"]), info["action_dim"], info["obs_kind"] == "image")
+                raise ConfigError(f"{name} = {n} exceeds tssm.max_len = {c.max_len} (the "
+                                  "learnable positional encoding's length); raise tssm.max_len")
+
+    @classmethod
+    def from_config(cls, cfg, info: dict) -> TSSM:
+        return cls(cfg.tssm, tuple(info["obs_shape"]), info["action_dim"],
+                   info["obs_kind"] == "image")
 
     def representation_parameters(self) -> list[nn.Parameter]:
         """Encoder + sequence model + dynamics head; no decoder, reward or continue head."""

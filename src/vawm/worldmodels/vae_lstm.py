@@ -50,17 +50,42 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vawm.config import ConfigError, VAELSTMConfig
 from vawm.nets.dist import full_precision, symexp, symlog
 from vawm.nets.layers import MLP, ConvDecoder, ConvEncoder
-from vawm.worldmodels.base import Backbone, Imagined, Observed
+from vawm.settings import ConfigError, Min, section
+from vawm.worldmodels.base import Backbone, Imagined, Observed, register_backbone
 
-DYN_LOSSES = ("kl", "nll")
+Pos = Annotated[int, Min(1)]
+NonNeg = Annotated[float, Min(0)]
+
+
+@section("vae_lstm")
+class VAELSTMConfig:
+    """World Models VAE + LSTM (Ha & Schmidhuber 2018, as the baseline of ``002`` §3.1, §4.1)."""
+    latent: Pos = 32            # z_t, diagonal Gaussian
+    hidden: Pos = 256           # VAE MLP width (2 layers, ReLU); also the continue head's width
+    layers: Annotated[int, Min(0)] = 2   # hidden layers of the VAE encoder / decoder MLPs
+    lstm: Pos = 128             # h_t
+    beta_start: NonNeg = 1.0    # KL weight annealed beta_start -> beta_end (``002`` §4.2)
+    beta_end: NonNeg = 0.1
+    beta_anneal: Annotated[int, Min(0)] = 10_000   # world-model updates of the linear annealing
+    free_nats: NonNeg = 0.0     # World Models' kl_tolerance; 0 = off (``002`` has none)
+    min_std: Annotated[float, Min(0, strict=True)] = 0.01   # std = softplus(raw) + min_std
+    dyn_loss: Literal["kl", "nll"] = "kl"   # kl: KL[sg(q) || p] | nll: -ln p(sg(z)) (MDN, K=1)
+    recon_scale: NonNeg = 1.0
+    reward_scale: NonNeg = 1.0
+    dyn_scale: NonNeg = 1.0     # the next-latent prediction loss (absent from ``002`` eq. L_base)
+    cont_scale: NonNeg = 1.0
+    cont_head: bool = True      # deviation: ``002`` has no continue head; false -> cont = 1
+    imag_temp: NonNeg = 1.0     # World Models' temperature tau of the dream's latent samples
+    symlog: bool = False        # symlog vector inputs / reconstruction targets (not in ``002``)
+    cnn_depth: Pos = 32         # image VAE: 4 stride-2 convs of depth x (1, 2, 4, 8), ReLU
 
 
 # ---------------------------------------------------------------------------- small pure math
@@ -115,16 +140,13 @@ class VState:
         return torch.cat([self.z, self.h], -1)   # World Models' controller input [z_t, h_t]
 
 
+@register_backbone("vae-lstm")
 class VAELSTM(Backbone):
+    Config = VAELSTMConfig
     term_names = ("recon", "kl", "reward", "dyn", "cont")
 
     def __init__(self, cfg: VAELSTMConfig, obs_shape: tuple[int, ...], act_dim: int, image: bool):
         super().__init__()
-        if cfg.dyn_loss not in DYN_LOSSES:
-            raise ConfigError(f"config key 'vae_lstm.dyn_loss' is {cfg.dyn_loss!r}; valid values: "
-                              f"{', '.join(DYN_LOSSES)}")
-        if cfg.min_std <= 0:
-            raise ConfigError(f"config key 'vae_lstm.min_std' must be > 0, got {cfg.min_std}")
         self.cfg, self.obs_shape, self.act_dim, self.image = cfg, tuple(obs_shape), act_dim, image
         Z, L, Hd = cfg.latent, cfg.lstm, cfg.hidden
         self.feat_dim = Z + L
