@@ -96,48 +96,40 @@ def load_checkpoint(run: Path) -> dict:
 
 def load_agent(run: Path):
     """(config, agent in eval mode, env steps of the checkpoint) of a run's latest checkpoint."""
+    from vawm.agent import Agent
     from vawm.config import load_config_file
-    from vawm.envs import env_info
-    from vawm.train import Agent, suite_action_repeat
+    from vawm.envs import action_repeat, env_info
 
     cfg = load_config_file(str(run / "config.yaml"))
     agent = Agent(cfg, env_info(cfg.env, cfg.env_cfg))
     sd = load_checkpoint(run)
     agent.load_state_dict(sd["agent"])
     agent.eval()
-    return cfg, agent, int(sd["policy_steps"]) * suite_action_repeat(cfg.env, cfg)
+    return cfg, agent, int(sd["policy_steps"]) * action_repeat(cfg.env, cfg.env_cfg)
 
 
 @torch.no_grad()
 def held_out_episodes(cfg, agent, episodes: int, policy: str, seed: int) -> list[dict]:
-    """Play ``episodes`` episodes in fresh envs; returns one [1, T] batch per episode."""
-    from vawm.envs import make_env
+    """Play ``episodes`` episodes in fresh evaluation envs (mode actions, or uniform random ones
+    with ``policy=random``); returns one [1, T] batch per episode in replay layout."""
+    from vawm.acting import Acting, random_actions
+    from vawm.driver import Driver
 
     out = []
-    A = agent.act_dim
     rng = np.random.default_rng(seed)
+    override = None
+    if policy == "random":
+        override = lambda a: random_actions(1, agent.act_dim, agent.discrete, "cpu", rng)
+    keys = ("obs", "action", "reward", "is_first", "is_terminal")
     for k in range(episodes):
-        env = make_env(cfg.env, seed + k, cfg.env_cfg, training=False)
-        obs, _ = env.reset(seed=seed + k)
-        carry = agent.wm.initial_carry(1)
-        prev = torch.zeros(1, A)
-        rec: dict[str, list] = {k2: [] for k2 in ("obs", "action", "reward", "is_first",
-                                                   "is_terminal")}
-        reward, first, term, done = 0.0, True, False, False
-        while True:
-            o = torch.as_tensor(np.asarray(obs))[None]
-            carry, a = agent.act(carry, o, prev, torch.tensor([first]), mode=True)
-            if policy == "random":
-                a = torch.nn.functional.one_hot(torch.tensor([int(rng.integers(A))]), A).float()
-            for key, v in (("obs", o[0]), ("action", a[0]), ("reward", reward),
-                           ("is_first", first), ("is_terminal", term)):
-                rec[key].append(torch.as_tensor(v))
-            if done:
-                break
-            obs, reward, term, trunc, _ = env.step(int(a[0].argmax()))
-            first, done, prev = False, bool(term or trunc), a
-        env.close()
-        out.append({k2: torch.stack(v)[None] for k2, v in rec.items()})
+        driver = Driver(cfg.env, 1, seed + k, cfg.env_cfg, False, training=False)
+        acting = Acting(agent, driver, torch.device("cpu"), mode=True)
+        acting.reset()
+        rec: list[dict] = []
+        while not rec or not rec[-1]["is_last"][0]:
+            rec.append(acting.step(override))
+        driver.close()
+        out.append({key: torch.as_tensor(np.stack([r[key][0] for r in rec]))[None] for key in keys})
     return out
 
 
@@ -178,7 +170,7 @@ def prediction_error(run: Path, episodes: int = 10, policy: str = "agent") -> di
 
 def checkpoint_reward(run: Path, episodes: int) -> dict:
     """The trainer's final evaluation, applied to the latest checkpoint of an unfinished run."""
-    from vawm.train import evaluate_policy
+    from vawm.acting import evaluate_policy
 
     cfg, agent, steps = load_agent(run)
     ev = evaluate_policy(agent, cfg, torch.device("cpu"), episodes)

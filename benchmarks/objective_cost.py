@@ -129,7 +129,7 @@ def available(objectives: list[str]) -> tuple[list[str], list[str]]:
 
 
 def build_agent(args, objective: str, device: torch.device):
-    from vawm.train import Agent
+    from vawm.agent import Agent
     cfg = make_config(args, objective)
     info = env_info_for(args, cfg)
     torch.manual_seed(args.seed)
@@ -195,7 +195,7 @@ def mem_child(args) -> dict:
     cfg = make_config(args, args.mem_child)
     info = env_info_for(args, cfg)
     batch = random_batch(cfg, info, device)
-    import vawm.train  # noqa: F401  (imports before the baseline)
+    import vawm.agent  # noqa: F401  (imports before the baseline)
     torch.ones(64, 64) @ torch.ones(64, 64)                       # thread pools up
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

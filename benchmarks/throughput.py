@@ -74,9 +74,9 @@ def timed(fn, n: int, device: torch.device) -> list[float]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from vawm.agent import Agent
     from vawm.config import build_config
     from vawm.replay import random_batch
-    from vawm.train import Agent
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -10,7 +10,7 @@ import torch
 
 from vawm.config import ConfigError, build_config
 from vawm.objectives import Context, build_objective
-from vawm.objectives.dream_critic import DreamCritic, DreamCriticConfig, index_start, td_errors, td_loss
+from vawm.objectives.dream_critic import DreamCritic, DreamCriticConfig, td_errors, td_loss
 
 INFO = {"obs_kind": "vector", "obs_shape": (4,), "discrete": True, "action_dim": 2}
 
@@ -47,17 +47,8 @@ def test_td_loss_full_gradient_switch():
     assert value.grad.tolist() == [[-1.0, 0.5, -2.0, 0.0]]
 
 
-def test_index_start_generic():
-    from vawm.worldmodels.rssm import RState
-    s = RState(torch.arange(6.0).reshape(3, 2), torch.arange(3.0).reshape(3, 1, 1))
-    idx = torch.tensor([2, 0])
-    out = index_start(s, idx)
-    assert out.deter.tolist() == [[4.0, 5.0], [0.0, 1.0]] and out.stoch.flatten().tolist() == [2, 0]
-    assert index_start((s.deter, {"a": s.deter}), idx)[1]["a"].shape == (2, 2)
-
-
 def _agent(preset: str, **sets):
-    from vawm.train import Agent
+    from vawm.agent import Agent
     torch.manual_seed(0)
     cfg = build_config(preset, {"objective": "dream-critic"}, [f"{k}={v}" for k, v in sets.items()])
     return cfg, Agent(cfg, INFO)

@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 import torch
 
+from vawm.agent import Agent
 from vawm.cli import main
 from vawm.config import build_config
 from vawm.envs import env_info
-from vawm.imagine import OpenLoop, collect, grid_view, take_start, to_rgb, value_saliency
-from vawm.train import Agent, Trainer
+from vawm.imagine import OpenLoop, collect, grid_view, to_rgb, value_saliency
+from vawm.state import tree_map
+from vawm.train import Trainer
 
 
 def test_value_saliency_is_decoder_jvp_along_value_gradient():
@@ -69,7 +71,7 @@ def test_first_imagined_step_is_the_filtered_recurrent_state(backbone, preset):
     with torch.no_grad():
         ob = agent.wm.observe(batch)
         for t0 in ((cfg.tssm.context,) if backbone == "tssm" else (3, 7)):
-            im = agent.wm.imagine(take_start(ob.start, torch.tensor([t0])),
+            im = agent.wm.imagine(tree_map(lambda x, t0=t0: x[torch.tensor([t0])], ob.start),
                                   OpenLoop(batch["action"][0, t0:t0 + 2, None]), 1)
             h = {"rssm": lambda: slice(0, cfg.rssm.deter),
                  "vae-lstm": lambda: slice(cfg.vae_lstm.latent, None),

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ import torch
 from vawm.checkpoint import load
 from vawm.replay import Replay
 
+HOOKED = str(Path(__file__).with_name("hooked_vawm.py"))   # vawm with test hooks
 ARGS = ["--preset", "tiny", "--steps", "240", "--seed", "5", "--no-progress",
         "--set", "run.checkpoint_every=60", "--set", "run.log_every=60",
         # small replay chunks and a ring that wraps: the chunk files are written, pruned and read
@@ -34,7 +36,7 @@ def _replay(run_dir, sd):
 
 
 def _train(*args, env=None):
-    cmd = [sys.executable, "-m", "vawm", "train", *args]
+    cmd = [sys.executable, HOOKED, "train", *args]
     env = dict(os.environ, OMP_NUM_THREADS="1", **(env or {}))
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
 

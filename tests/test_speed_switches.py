@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
+from vawm.agent import Agent
 from vawm.config import ConfigError, build_config
 from vawm.replay import random_batch
-from vawm.train import Agent
 
 VECTOR = {"obs_kind": "vector", "obs_shape": (4,), "discrete": True, "action_dim": 2}
 IMAGE = {"obs_kind": "image", "obs_shape": (3, 16, 16), "discrete": True, "action_dim": 3}

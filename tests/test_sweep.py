@@ -199,7 +199,9 @@ def test_local_sweep_interrupted_and_resumed(tmp_path):
     f.write_text(yaml.safe_dump(TINY))
     root = tmp_path / "runs"
     first, second = root / "rssm/gym-CartPole-v1/seed0", root / "rssm/gym-CartPole-v1/seed1"
-    cmd = [PY, "-m", "vawm.sweep", str(f), "--root", str(root), "--no-ray", "--no-progress"]
+    hooked = f"{PY} {Path(__file__).with_name('hooked_vawm.py')} train"   # vawm with test hooks
+    cmd = [PY, "-m", "vawm.sweep", str(f), "--root", str(root), "--no-ray", "--no-progress",
+           "--train-cmd", hooked]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     # each cell holds still for 2 s after a periodic checkpoint, so the "first finished, second
     # resumable" window is always there to be seen, however fast the machine is

@@ -122,7 +122,7 @@ def test_imagination_uses_the_context():
 # ---------------------------------------------------------------------------- shapes
 @pytest.mark.parametrize("kind", ["vector", "image"])
 def test_shapes(kind):
-    from vawm.train import _carry_from_tensors, _carry_to, _carry_to_tensors
+    from vawm.state import carry_from_tensors, carry_to_tensors, tree_map
     cfg, info, wm = make(kind)
     B, T, c = 3, 8, cfg.tssm
     batch = fake_batch(info, B, T)
@@ -141,14 +141,14 @@ def test_shapes(kind):
     im = wm.imagine(start, pol, 5)
     assert im.feat.shape == (6, 4, F_) and im.action.shape == (6, 4, 3)
     assert im.reward.shape == im.cont.shape == (6, 4)
-    carry = _carry_to(wm.initial_carry(2), "cpu")
+    carry = tree_map(lambda t: t.to("cpu"), wm.initial_carry(2))
     for t in range(c.act_context + 2):       # longer than the acting context
         first = torch.tensor([t == 0, t in (0, 3)])
         carry, feat = wm.act_step(carry, batch["obs"][:2, 0], pol(torch.zeros(2, 1)), first)
     assert feat.shape == (2, F_)
     last = c.act_context + 1                  # env 1 restarted at t=3: tokens 3..last-1 are valid
     assert carry[0].valid.sum(1).tolist() == [c.act_context, min(c.act_context, last - 3)]
-    back = _carry_from_tensors(wm, _carry_to_tensors(carry), "cpu")
+    back = carry_from_tensors(wm, carry_to_tensors(carry), "cpu")
     assert torch.equal(back[0].z, carry[0].z)
 
 
@@ -254,7 +254,7 @@ def _available(objective: str) -> bool:
 def test_agent_update_with_every_objective(objective):
     if not _available(objective):
         pytest.skip(f"objective {objective} not implemented yet")
-    from vawm.train import Agent
+    from vawm.agent import Agent
     cfg = build_config("storm-tiny", {"objective": objective}, ["var.warmup=0"])
     info = {"obs_shape": (4,), "action_dim": 2, "obs_kind": "vector", "discrete": True}
     torch.manual_seed(0)

@@ -212,7 +212,7 @@ INFO = {"obs_kind": "vector", "obs_shape": (4,), "discrete": True, "action_dim":
 
 @pytest.mark.parametrize("preset", ["tiny", "vae-lstm-tiny"])
 def test_on_backbone_gradients_reach_world_model_not_critic(preset):
-    from vawm.train import Agent
+    from vawm.agent import Agent
     torch.manual_seed(0)
     cfg = build_config(preset, {"objective": "var"}, ["var.warmup=0"])
     agent = Agent(cfg, INFO)

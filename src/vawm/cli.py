@@ -112,11 +112,13 @@ def cmd_eval(argv: list[str]) -> int:
     args = p.parse_args(argv)
     import json
 
+    from vawm.acting import evaluate_policy
+    from vawm.agent import Agent, resolve_device
     from vawm.checkpoint import CheckpointError
     from vawm.checkpoint import load as load_ckpt
     from vawm.config import ConfigError, load_config_file
-    from vawm.envs import UnknownEnvError, env_info
-    from vawm.train import CKPT, Agent, evaluate_policy, resolve_device, suite_action_repeat
+    from vawm.envs import UnknownEnvError, action_repeat, env_info
+    from vawm.train import CKPT
 
     run_dir = Path(args.run_dir)
     try:
@@ -133,7 +135,7 @@ def cmd_eval(argv: list[str]) -> int:
     except (ConfigError, UnknownEnvError, CheckpointError) as e:
         return _fail(str(e))
     ev.update(env=cfg.env, updates=int(sd["updates"]),
-              env_steps=int(sd["policy_steps"]) * suite_action_repeat(cfg.env, cfg),
+              env_steps=int(sd["policy_steps"]) * action_repeat(cfg.env, cfg.env_cfg),
               eval_mode=cfg.run.eval_mode)
     (run_dir / "eval.json").write_text(json.dumps(ev, indent=2))
     print(f"evaluation return: {ev['eval_return_mean']:.1f} ± {ev['eval_return_std']:.1f} over "

@@ -27,7 +27,6 @@ trajectory, e.g. a ``none`` and a ``var`` run for the comparison of ``000`` Fig.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from collections.abc import Callable
@@ -36,6 +35,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
+
+from vawm.state import tree_map
 
 
 class ImagineError(ValueError):
@@ -69,48 +70,29 @@ class OpenLoop:
         return a
 
 
-def take_start(start, idx: Tensor):
-    """Rows ``idx`` of a backbone's imagination start (a dataclass of [N, ...] tensors)."""
-    if dataclasses.is_dataclass(start):
-        return dataclasses.replace(start, **{f.name: getattr(start, f.name)[idx]
-                                             for f in dataclasses.fields(start)})
-    if isinstance(start, Tensor):
-        return start[idx]
-    raise TypeError(f"cannot index an imagination start of type {type(start).__name__}")
-
-
 @torch.no_grad()
 def collect(agent, cfg, device: torch.device, length: int, seed: int, policy: str = "agent"
             ) -> dict[str, np.ndarray]:
     """Up to ``length`` steps of one episode in an evaluation env (replay layout, [T, ...])."""
+    from vawm.acting import Acting, random_actions
     from vawm.driver import Driver
-    from vawm.train import _carry_to
 
     driver = Driver(cfg.env, 1, seed, cfg.env_cfg, False, training=False)
-    A = agent.act_dim
-    pending = driver.step(np.zeros((1, A), np.float32))
-    carry = _carry_to(agent.wm.initial_carry(1), device)
-    prev = torch.zeros(1, A, device=device)
+    acting = Acting(agent, driver, device, mode=True)
+    acting.reset()
     gen = torch.Generator().manual_seed(seed)
+    override = None
+    if policy == "random":
+        override = lambda a: random_actions(1, agent.act_dim, agent.discrete, device, gen)
+    keys = ("obs", "action", "reward", "is_first", "is_terminal")
     steps: list[dict] = []
     while len(steps) < length:
-        carry, a = agent.act(carry, torch.as_tensor(pending["obs"], device=device), prev,
-                             torch.as_tensor(pending["is_first"], device=device), mode=True)
-        if policy == "random":
-            if agent.discrete:
-                a = torch.nn.functional.one_hot(torch.randint(A, (1,), generator=gen), A).float()
-            else:
-                a = torch.rand(1, A, generator=gen) * 2 - 1
-            a = a.to(device)
-        prev = a
-        steps.append({"obs": pending["obs"][0], "action": a[0].cpu().numpy().astype(np.float32),
-                      "reward": pending["reward"][0], "is_first": pending["is_first"][0],
-                      "is_terminal": pending["is_terminal"][0]})
-        if pending["is_last"][0] and len(steps) > 1:
+        step = acting.step(override)
+        steps.append({k: step[k][0] for k in keys})
+        if step["is_last"][0] and len(steps) > 1:
             break
-        pending = driver.step(a.cpu().numpy().astype(np.float32))
     driver.close()
-    return {k: np.stack([s[k] for s in steps]) for k in steps[0]}
+    return {k: np.stack([s[k] for s in steps]) for k in keys}
 
 
 @torch.no_grad()
@@ -131,7 +113,8 @@ def dream(agent, traj: dict[str, np.ndarray], start: int, context: int, horizon:
     ob = wm.observe(batch)
     actions = batch["action"][0, t0:t0 + H + 1]
     actions = torch.cat([actions, actions[-1:].expand(H + 1 - len(actions), -1)])[:, None]
-    im = wm.imagine(take_start(ob.start, torch.tensor([t0], device=device)), OpenLoop(actions), H)
+    first = tree_map(lambda t: t[torch.tensor([t0], device=device)], ob.start)
+    im = wm.imagine(first, OpenLoop(actions), H)
     feat = torch.cat([ob.post[0, start:t0], im.feat[:, 0]])      # [context + H, F]
     frames = wm.decode(feat)
     sal = value_saliency(wm.decode, agent.ac.value, feat)
@@ -250,10 +233,11 @@ def plot_error(out: Path, runs: list[dict], context: int) -> None:
 
 # ---------------------------------------------------------------------------- command
 def load_run(run_dir: Path, device: torch.device):
+    from vawm.agent import Agent
     from vawm.checkpoint import load as load_ckpt
     from vawm.config import load_config_file
     from vawm.envs import env_info
-    from vawm.train import CKPT, Agent
+    from vawm.train import CKPT
 
     if not (run_dir / "config.yaml").exists():
         raise ImagineError(f"{run_dir} is not a vawm run directory (no config.yaml)")
@@ -273,10 +257,10 @@ def _labels(dirs: list[Path], cfgs: list) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from vawm.agent import resolve_device
     from vawm.checkpoint import CheckpointError
     from vawm.config import ConfigError
     from vawm.envs import UnknownEnvError
-    from vawm.train import resolve_device
 
     p = argparse.ArgumentParser(prog="vawm imagine", description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", help="run directories (same env); the first one's policy acts")

@@ -28,6 +28,7 @@ from vawm.nets.layers import MLP
 from vawm.nets.normalize import PercentileScale
 from vawm.nets.optim import Optim, OptimConfig
 from vawm.settings import Min, Range, section
+from vawm.state import tree_map
 from vawm.worldmodels.base import Backbone, Observed
 
 Unit = Annotated[float, Range(0, 1)]
@@ -146,7 +147,7 @@ class ActorCritic(nn.Module):
         is_terminal = batch["is_terminal"].reshape(-1).float()
         if cfg.imag_starts and cfg.imag_starts < is_terminal.shape[0]:
             idx = torch.randperm(is_terminal.shape[0], device=is_terminal.device)[: cfg.imag_starts]
-            start = type(start)(*(getattr(start, f)[idx] for f in start.__dataclass_fields__))
+            start = tree_map(lambda t: t[idx], start)
             is_terminal = is_terminal[idx]
         dyn_grad = self.actor_grad == "dynamics"
         with amp():

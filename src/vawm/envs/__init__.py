@@ -13,6 +13,7 @@ from vawm.envs.base import (
     KNOWN_SUITES,
     EnvConfig,
     UnknownEnvError,
+    action_repeat,
     env_info,
     list_tasks,
     make_env,
@@ -25,6 +26,7 @@ default_headless_gl()  # as early as possible: before anything imports mujoco/dm
 
 __all__ = [
     "DEFAULT_ACTION_REPEAT",
+    "action_repeat",
     "KNOWN_SUITES",
     "RESIZE_BACKEND",
     "EnvConfig",

@@ -248,3 +248,8 @@ def env_info(env_id: str, cfg: EnvConfig | None = None) -> dict[str, Any]:
             "task": task,
         }
     return dict(_INFO_CACHE[key])
+
+
+def action_repeat(env_id: str, cfg: EnvConfig) -> int:
+    """Env steps (frames) per agent step: ``cfg.action_repeat``, else the suite's default."""
+    return cfg.action_repeat or DEFAULT_ACTION_REPEAT.get(parse_env_id(env_id)[0], 1)

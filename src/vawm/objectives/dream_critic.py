@@ -42,8 +42,7 @@ replayed states) and, through the loop, ``dream_critic/weighted`` (lambda L_crit
 
 from __future__ import annotations
 
-from dataclasses import fields, is_dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import torch
 from torch import Tensor, nn
@@ -52,6 +51,7 @@ from vawm.agents.actor_critic import lambda_returns
 from vawm.nets.layers import MLP
 from vawm.objectives.base import Context, Contribution, Objective, register_objective
 from vawm.settings import Min, Range, section
+from vawm.state import tree_map
 from vawm.worldmodels.base import Observed
 
 
@@ -98,20 +98,6 @@ def td_loss(value: Tensor, reward: Tensor, is_first: Tensor, is_terminal: Tensor
     return (mask * delta.pow(2)).sum() / mask.sum().clamp(min=1.0)
 
 
-def index_start(start: Any, idx: Tensor) -> Any:
-    """Rows ``idx`` of a backbone's flattened start state (dataclass, tensor, tuple or dict)."""
-    if isinstance(start, Tensor):
-        return start[idx]
-    if is_dataclass(start):
-        return type(start)(**{f.name: index_start(getattr(start, f.name), idx)
-                              for f in fields(start)})
-    if isinstance(start, (tuple, list)):
-        return type(start)(index_start(s, idx) for s in start)
-    if isinstance(start, dict):
-        return {k: index_start(v, idx) for k, v in start.items()}
-    return start
-
-
 # ---------------------------------------------------------------------------- the objective
 @register_objective("dream-critic")
 class DreamCritic(Objective):
@@ -155,7 +141,7 @@ class DreamCritic(Objective):
         start = obs.start
         if c.imag_starts and c.imag_starts < n_all:
             idx = torch.randperm(n_all, device=obs.post.device)[: c.imag_starts]
-            start = index_start(start, idx)
+            start = tree_map(lambda t: t[idx], start)
         imag = ctx.backbone.imagine(start, lambda f: ctx.agent.policy(f).sample(), c.horizon)
         v = self.value(imag.feat)                                       # [H+1, N]
         cont = imag.cont                                                # [H+1, N]

@@ -1,0 +1,112 @@
+"""The agent: world model + objective + actor-critic, and the update that ties them together.
+
+    observe batch -> objective contribution -> world-model step -> actor-critic in imagination
+
+The objective sees what the backbone exposes (``Observed``) and a :class:`Context`; it returns
+loss terms and/or per-step weights (``Contribution``) that this update composes with the
+backbone's own loss.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from vawm.agents.actor_critic import ActorCritic
+from vawm.nets.layers import compile_hot_modules
+from vawm.nets.optim import Optim
+from vawm.objectives import Context, build_objective
+from vawm.worldmodels import build_backbone
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("run.device=cuda but no CUDA device is available; use run.device=cpu")
+    return torch.device(name)
+
+
+class Agent(torch.nn.Module):
+    """World model + objective + actor-critic, and the update that ties them together."""
+
+    def __init__(self, cfg, info: dict):
+        super().__init__()
+        self.cfg = cfg
+        self.discrete, self.act_dim = info["discrete"], info["action_dim"]
+        self.wm = build_backbone(cfg, info)
+        self.objective = build_objective(cfg, self.wm)
+        self.ac = ActorCritic(self.wm.feat_dim, self.act_dim, self.discrete, cfg.agent, cfg.optim)
+        o = cfg.optim
+        self.wm_params = list(self.wm.parameters()) + list(self.objective.wm_parameters())
+        self.wm_opt = Optim(self.wm_params, o.kind, o.model_lr, o.model_eps, o.model_clip)
+        self.updates = 0
+        self.profile = False    # benchmarks: time the world-model step (observe..optimiser)
+        if cfg.run.compile:
+            compile_hot_modules(self)
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        if self.profile:
+            _sync(batch["reward"].device)
+            t0 = time.perf_counter()
+        with self.amp():
+            obs = self.wm.observe(batch)
+            ctx = Context(self.wm, self.ac, self.updates, batch, self.wm_params,
+                          self.cfg.optim.model_lr)
+            contrib = self.objective.contribute(obs, ctx)
+            wm_loss, metrics = self.wm.loss(obs, contrib.weights)
+            total = wm_loss + sum(contrib.losses.values(), torch.zeros((), device=wm_loss.device))
+        if not torch.isfinite(total):
+            bad = {k: float(v) for k, v in {"wm": wm_loss, **contrib.losses}.items()}
+            raise NonFiniteLossError(
+                f"non-finite world-model loss at update {self.updates}: {bad}; the last checkpoint "
+                "is intact — lower optim.model_lr or check the objective's settings, then --resume")
+        self.wm_opt.zero_grad()
+        total.backward()
+        metrics["wm/gradnorm"] = self.wm_opt.step()
+        if self.profile:                    # everything an objective adds happens before here
+            _sync(batch["reward"].device)
+            metrics["time/wm_step_s"] = time.perf_counter() - t0
+        metrics["wm/loss"] = total.detach()
+        metrics.update({f"{self.objective.log_name}/{k}": v.detach() for k, v in contrib.losses.items()})
+        metrics.update(contrib.metrics)
+        metrics.update(self.ac.train_step(self.wm, obs, batch, self.amp))
+        self.updates += 1
+        return {k: float(v) for k, v in metrics.items()}
+
+    def amp(self):
+        """The update's forward passes under ``run.precision=bf16``: bfloat16 autocast on the
+        parameters' device (matmuls and convolutions in bf16; parameters, optimiser state,
+        recurrent states, distributions and losses stay float32). A disabled context at fp32.
+        Acting and evaluation always run in float32."""
+        device = self.wm_params[0].device.type
+        return torch.autocast(device, torch.bfloat16, enabled=self.cfg.run.precision == "bf16")
+
+    @torch.no_grad()
+    def act(self, carry, obs: torch.Tensor, prev_action: torch.Tensor, is_first: torch.Tensor,
+            mode: bool = False):
+        carry, feat = self.wm.act_step(carry, obs, prev_action, is_first)
+        pol = self.ac.policy(feat)
+        a = pol.mode() if mode else pol.sample()
+        if not self.discrete:
+            a = a.clamp(-1, 1)
+        return carry, a
+
+    def opt_state(self) -> dict:
+        return {"wm": self.wm_opt.state_dict(), "actor": self.ac.actor_opt.state_dict(),
+                "critic": self.ac.critic_opt.state_dict()}
+
+    def load_opt_state(self, sd: dict) -> None:
+        self.wm_opt.load_state_dict(sd["wm"])
+        self.ac.actor_opt.load_state_dict(sd["actor"])
+        self.ac.critic_opt.load_state_dict(sd["critic"])
