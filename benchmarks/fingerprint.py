@@ -31,7 +31,7 @@ OBJECTIVES = ["none", "var", "tempo", "dream-critic"]
 
 
 def fingerprint(backbone: str, preset: str, env: str, objective: str, sets: list[str],
-                steps: int) -> str:
+                steps: int, ignore: tuple[str, ...] = ()) -> str:
     from vawm.config import build_config
     from vawm.train import Trainer
     cfg = build_config(preset, {"backbone": backbone, "objective": objective, "env": env,
@@ -41,7 +41,7 @@ def fingerprint(backbone: str, preset: str, env: str, objective: str, sets: list
         tr = Trainer(cfg, d, progress=False)
         tr.train()
         h = hashlib.sha256()
-        _hash(h, tr.agent.state_dict())
+        _hash(h, {k: v for k, v in tr.agent.state_dict().items() if k not in ignore})
         return f"{h.hexdigest()[:16]} updates={tr.agent.updates}"
 
 
@@ -61,13 +61,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="write the fingerprints to this JSON file")
     p.add_argument("--compare", help="compare with fingerprints written earlier by --out")
     p.add_argument("--steps", type=int, default=120)
+    p.add_argument("--ignore", nargs="*", default=[],
+                   help="state-dict keys to leave out (entries a refactor removed on purpose)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     got = {}
     for label, backbone, preset, env, sets in CASES:
         for obj in OBJECTIVES:
             key = f"{label}+{obj}"
-            got[key] = fingerprint(backbone, preset, env, obj, sets, args.steps)
+            got[key] = fingerprint(backbone, preset, env, obj, sets, args.steps, tuple(args.ignore))
             print(f"{key:28s} {got[key]}", flush=True)
     if args.out:
         with open(args.out, "w") as f:

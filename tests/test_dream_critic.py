@@ -77,7 +77,7 @@ def test_loss_on_backbone_and_gradient_reaches_encoder(preset):
     assert obj.wm_parameters() and all(id(p) in ids for p in obj.wm_parameters())
     batch = _batch(cfg)
     obs = agent.wm.observe(batch)
-    out = obj.contribute(obs, Context(agent.wm, agent.ac, 0, batch, agent.wm_params))
+    out = obj.contribute(obs, Context(agent.wm, agent.ac, 0, batch))
     with torch.no_grad():                            # the TD loss recomputed from V_phi by hand
         v = obj.value(obs.post)
         r, first, term = batch["reward"], batch["is_first"], batch["is_terminal"]
@@ -145,7 +145,7 @@ def test_latent_features_switch_reads_z_alone():
         assert same == (features == "latent")
         batch = _batch(cfg)
         obs = wm.observe(batch)
-        out = obj.contribute(obs, Context(wm, agent.ac, 0, batch, agent.wm_params))
+        out = obj.contribute(obs, Context(wm, agent.ac, 0, batch))
         out.losses["weighted"].backward()
         grads[features] = sum(float(p.grad.abs().sum()) for p in wm.lstm.parameters()
                               if p.grad is not None)

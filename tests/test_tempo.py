@@ -48,7 +48,7 @@ def _setup(*sets, dtype=torch.float32):
     ac.slow_critic.load_state_dict(ac.critic.state_dict())
     tempo = Tempo(cfg.tempo, wm.feat_dim).to(dtype)
     b = _batch(dtype=dtype)
-    return cfg, wm, ac, tempo, b, Context(wm, ac, 0, b, list(wm.parameters()), cfg.optim.model_lr)
+    return cfg, wm, ac, tempo, b, Context(wm, ac, 0, b, cfg.optim.model_lr)
 
 
 @pytest.fixture
@@ -123,8 +123,9 @@ def test_weights_multiply_terms_before_free_bits():
     on = (w * kl > c.free_nats).float()
     l_hand = c.beta_pred * pred + (c.beta_dyn + c.beta_rep) * kl * on
     assert on[0, 0] == 0 and on.sum() > 0
-    detached = Observed(obs.post.detach(), obs.prior.detach(), obs.post_logits.detach(),
-                        obs.prior_logits.detach(), {k: v.detach() for k, v in t.items()})
+    detached = Observed(obs.post.detach(), obs.prior.detach(), obs.kl.detach(),
+                        {k: v.detach() for k, v in t.items()}, post_logits=obs.post_logits.detach(),
+                        prior_logits=obs.prior_logits.detach())
     assert torch.allclose(step_losses(wm, detached, w), l_hand.detach(), rtol=1e-5, atol=1e-6)
 
 

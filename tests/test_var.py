@@ -38,7 +38,7 @@ def _obs(kl: torch.Tensor | None = None) -> Observed:
     post = torch.randn(B, T, F, requires_grad=True)
     prior = torch.randn(B, T, F, requires_grad=True)
     kl = torch.tensor([[0.5, 1.0, 2.0], [4.0, 0.25, 8.0]]) if kl is None else kl
-    return Observed(post, prior, None, None, {"dyn": kl, "rep": kl})
+    return Observed(post, prior, kl, {"dyn": kl, "rep": kl})
 
 
 def _ctx(critic: Critic, update: int = 10**6) -> Context:
@@ -219,7 +219,7 @@ def test_on_backbone_gradients_reach_world_model_not_critic(preset):
     torch.nn.init.normal_(agent.ac.critic.net.out.weight, std=0.1)
     batch = _batch(cfg, INFO)
     obs = agent.wm.observe(batch)
-    ctx = Context(agent.wm, agent.ac, 0, batch, agent.wm_params)
+    ctx = Context(agent.wm, agent.ac, 0, batch)
     out = agent.objective.contribute(obs, ctx)
     out.losses["weighted"].backward()
     assert all(p.grad is None for p in agent.ac.critic.parameters())

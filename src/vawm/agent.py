@@ -60,9 +60,8 @@ class Agent(torch.nn.Module):
             _sync(batch["reward"].device)
             t0 = time.perf_counter()
         with self.amp():
-            obs = self.wm.observe(batch)
-            ctx = Context(self.wm, self.ac, self.updates, batch, self.wm_params,
-                          self.cfg.optim.model_lr)
+            obs = self.wm.observe(batch, self.updates)
+            ctx = Context(self.wm, self.ac, self.updates, batch, self.cfg.optim.model_lr)
             contrib = self.objective.contribute(obs, ctx)
             wm_loss, metrics = self.wm.loss(obs, contrib.weights)
             total = wm_loss + sum(contrib.losses.values(), torch.zeros((), device=wm_loss.device))

@@ -3,21 +3,31 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from torch import Tensor, nn
 
 from vawm.worldmodels.base import Backbone, Observed
 
 
+class ActorCriticView(Protocol):
+    """What objectives may use of the behaviour learner (``agents.actor_critic.ActorCritic``)."""
+    critic: nn.Module           # feat [..., F] -> value distribution (``.mean``, ``.logits``)
+    slow_critic: nn.Module      # its EMA copy
+
+    def value(self, feat: Tensor, slow: bool = False) -> Tensor: ...   # [..., F] -> [...]
+
+    def policy(self, feat: Tensor) -> Any: ...   # a distribution with sample()/rsample()/mode()
+
+
 @dataclass
 class Context:
-    backbone: Backbone
-    agent: Any                  # ActorCritic: .critic, .slow_critic, .value(), .policy()
+    """What an objective gets besides the backbone's ``Observed``."""
+    backbone: Backbone          # for rollouts, ``loss`` re-runs and its parameter groups
+    agent: ActorCriticView
     update: int                 # world-model updates done so far (before this one)
-    batch: dict[str, Tensor]
-    wm_params: list[nn.Parameter] = field(default_factory=list)
-    wm_lr: float = 1e-4
+    batch: dict[str, Tensor]    # the replayed batch [B, T, ...]
+    wm_lr: float = 1e-4         # the world model's learning rate (look-ahead steps)
 
 
 @dataclass

@@ -182,7 +182,7 @@ def mixed_product_exact(backbone: Backbone, obs: Observed, weights: Tensor, para
 @torch.no_grad()
 def mixed_product_fd(backbone: Backbone, batch: dict[str, Tensor], weights: Tensor,
                      params: list[Tensor], g_up: list[Tensor], eps: float,
-                     jump: float = 0.5) -> tuple[Tensor, Tensor]:
+                     jump: float = 0.5, step: int = 0) -> tuple[Tensor, Tensor]:
     """c_t by a central finite difference of l_t along g_up with the same sampling noise [B, T].
 
     The perturbed parameters are swapped in with ``torch.func.functional_call`` (the real ones are
@@ -205,7 +205,7 @@ def mixed_product_fd(backbone: Backbone, batch: dict[str, Tensor], weights: Tens
             moved = {"m." + names[id(p)]: p + sgn * step * u
                      for p, u in zip(params, g_up, strict=True)}
             _set_rng_state(rng, weights.device)
-            out.append(torch.func.functional_call(call, moved, (batch, weights)))
+            out.append(torch.func.functional_call(call, moved, (batch, weights, step)))
     finally:
         _set_rng_state(rng, weights.device)
     (l_plus, post_plus), (l_minus, post_minus) = out
@@ -222,8 +222,9 @@ class _ObserveLoss(nn.Module):
         super().__init__()
         self.m = backbone
 
-    def forward(self, batch: dict[str, Tensor], weights: Tensor) -> tuple[Tensor, Tensor]:
-        obs = self.m.observe(batch)
+    def forward(self, batch: dict[str, Tensor], weights: Tensor, step: int
+                ) -> tuple[Tensor, Tensor]:
+        obs = self.m.observe(batch, step)
         return step_losses(self.m, obs, weights), obs.post
 
 
@@ -314,7 +315,8 @@ class Tempo(Objective):
         metrics = {"tempo/upper_gradnorm": torch.sqrt(flat_dot(g_up, g_up)).detach()}
         if self.cfg.meta_grad == "exact":
             return mixed_product_exact(ctx.backbone, obs, w, params, g_up), metrics
-        c, masked = mixed_product_fd(ctx.backbone, ctx.batch, w, params, g_up, self.cfg.fd_eps)
+        c, masked = mixed_product_fd(ctx.backbone, ctx.batch, w, params, g_up, self.cfg.fd_eps,
+                                     step=obs.step)
         metrics["tempo/fd_masked"] = masked
         return c, metrics
 

@@ -49,7 +49,6 @@ import torch
 from torch import Tensor
 from torch.func import functional_call
 
-from vawm.nets.dist import categorical_kl
 from vawm.objectives.base import Context, Contribution, Objective, register_objective
 from vawm.settings import Min, section
 from vawm.worldmodels.base import Observed
@@ -148,18 +147,6 @@ def adaptive_beta(kl: Tensor, per_sample: bool = True, floor: float = 1.0) -> Te
     return 1.0 / kl.clamp(min=floor)
 
 
-def model_kl(obs: Observed) -> Tensor:
-    """KL[q(z|h,o) || p(z|h)] per (b, t) as the backbone exposes it, [B, T], without gradient."""
-    if "kl_post_prior" in obs.extras:           # Gaussian backbones (vae-lstm)
-        return obs.extras["kl_post_prior"].detach()
-    if "dyn" in obs.terms:                      # categorical backbones: raw KL, same value as rep
-        return obs.terms["dyn"].detach()
-    if obs.post_logits is not None and obs.prior_logits is not None:
-        return categorical_kl(obs.post_logits.detach(), obs.prior_logits.detach())
-    raise ValueError("var needs the posterior/prior KL: the backbone's Observed has no "
-                     "terms['dyn'], extras['kl_post_prior'] or latent logits")
-
-
 # ---------------------------------------------------------------------------- the objective
 @register_objective("var")
 class ValueAlignment(Objective):
@@ -187,7 +174,7 @@ class ValueAlignment(Objective):
         c = self.cfg
         if c.weight == "static":
             return torch.full((), c.static_beta, device=obs.post.device)
-        return adaptive_beta(model_kl(obs), c.per_sample, c.kl_floor)   # eq. 5
+        return adaptive_beta(obs.kl, c.per_sample, c.kl_floor)   # eq. 5
 
     def contribute(self, obs: Observed, ctx: Context) -> Contribution:
         c = self.cfg

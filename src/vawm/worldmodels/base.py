@@ -18,10 +18,13 @@ class Observed:
     """What a backbone returns for a replayed batch (all [B, T, ...])."""
     post: Tensor                # features of s_t = (h_t, z_t), z_t ~ q(z | h_t, o_t)
     prior: Tensor               # features of s~_t = (h_t, z~_t), z~_t ~ p(z | h_t)
-    post_logits: Tensor | None  # [B, T, S, C] normalised log-probs (categorical backbones)
-    prior_logits: Tensor | None
-    terms: dict[str, Tensor]    # per-step, unreduced [B, T]: recon, reward, cont, dyn, rep (raw KL)
+    kl: Tensor                  # [B, T] KL[q(z_t | .) || p(z_t | h_t)] per step (raw, before free bits)
+    terms: dict[str, Tensor]    # per-step, unreduced [B, T]: the terms ``loss`` weights and sums
     start: Any = None           # backbone state at every (b, t), flattened, to start imagination
+    post_logits: Tensor | None = None   # [B, T, S, C] normalised log-probs (categorical latents)
+    prior_logits: Tensor | None = None
+    step: int = 0               # the world-model update this batch is observed for (schedules)
+    #: the backbone's own intermediate values (its ``loss`` and metrics); objectives never read it
     extras: dict[str, Tensor] = field(default_factory=dict)
 
 
@@ -61,7 +64,9 @@ class Backbone(nn.Module):
     def check(cls, cfg) -> None:
         """Cross-field checks of a run config that uses this backbone; raise ConfigError."""
 
-    def observe(self, batch: dict[str, Tensor]) -> Observed:
+    def observe(self, batch: dict[str, Tensor], step: int = 0) -> Observed:
+        """Filter a replayed batch [B, T, ...]; ``step`` is the world-model update it serves
+        (a schedule such as a KL annealing reads it; it is recorded as ``Observed.step``)."""
         raise NotImplementedError
 
     def loss(self, obs: Observed, weights: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:

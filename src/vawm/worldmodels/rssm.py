@@ -186,7 +186,7 @@ class RSSM(Backbone):
         post = self._logits(self.obs_logits(self.obs_act(self.obs_norm(self.obs_h(deter) + e_proj))))
         return RState(deter, sample_categorical_st(post)), post
 
-    def observe(self, batch: dict[str, Tensor]) -> Observed:
+    def observe(self, batch: dict[str, Tensor], step: int = 0) -> Observed:
         # obs: [B, T, *obs_shape], action: [B, T, A] (taken at o_t), is_first: [B, T]
         obs, action, is_first = batch["obs"], batch["action"], batch["is_first"]
         B, T = is_first.shape
@@ -211,7 +211,8 @@ class RSSM(Backbone):
         prior_feat = torch.cat([deter, prior_stoch.flatten(-2)], -1)
         terms = self._terms(batch, post_feat, post_logits, prior_logits)
         start = RState(deter.reshape(B * T, -1), stoch.reshape(B * T, *stoch.shape[2:]))
-        return Observed(post_feat, prior_feat, post_logits, prior_logits, terms, start)
+        return Observed(post_feat, prior_feat, terms["dyn"], terms, start, post_logits,
+                        prior_logits, step)
 
     def _terms(self, batch, feat, post_logits, prior_logits) -> dict[str, Tensor]:
         obs = batch["obs"]

@@ -283,7 +283,7 @@ class TSSM(Backbone):
         return torch.where(has_prev.unsqueeze(-1), out, self.h0.to(out.dtype).expand_as(out))
 
     # ------------------------------------------------------------------ training
-    def observe(self, batch: dict[str, Tensor]) -> Observed:
+    def observe(self, batch: dict[str, Tensor], step: int = 0) -> Observed:
         # obs: [B, T, *obs_shape], action: [B, T, A] (taken at o_t), is_first: [B, T]
         obs, action, is_first = batch["obs"], batch["action"].float(), batch["is_first"].bool()
         B, T = is_first.shape
@@ -304,8 +304,8 @@ class TSSM(Backbone):
         terms = self._terms(batch, z, h, post_logits, prior_logits)
         history = has_prev | is_first                                    # h_t known (docstring)
         start = self._windows(z.detach(), action, is_first)
-        return Observed(post, prior, post_logits, prior_logits, terms, start,
-                        {"history": history.float(), "deter": h})
+        return Observed(post, prior, terms["dyn"], terms, start, post_logits, prior_logits, step,
+                        {"history": history.float()})
 
     def _terms(self, batch, z, h, post_logits, prior_logits) -> dict[str, Tensor]:
         obs = batch["obs"]

@@ -17,10 +17,8 @@ Loss per (batch, time) step, weights w_t multiplying every term before free bits
     recon_t = ||g(z_t) - o_t||^2 (sum over dims)     reward_t = (r^_t - r_t)^2
     dyn_t   = KL[sg(q(z_t|o_t)) || p(z_t|h_t)] (``dyn_loss=kl``) or -ln p(sg(z_t)|h_t) (``nll``)
     beta    = linear from beta_start (1.0) to beta_end (0.1) over ``beta_anneal`` world-model
-              updates; the update count is a buffer of this module, so checkpoints restore it.
-              One update = one ``observe`` with gradients enabled in training mode (the shared
-              loop calls it once per update; objectives that re-run ``loss`` on the same
-              ``Observed``, like TEMPO's look-ahead, reuse its beta from ``extras["beta"]``).
+              updates, at the update ``observe(batch, step)`` is told (``Observed.step``), so a
+              re-run of ``observe`` or ``loss`` for the same update uses the same beta.
 
 Readings and deviations (each a switch in ``VAELSTMConfig`` where cheap):
 - ``002`` writes L_base without a term for the dynamics, yet its LSTM "predicts next latent states".
@@ -35,10 +33,10 @@ Readings and deviations (each a switch in ``VAELSTMConfig`` where cheap):
 - std = softplus(raw) + ``min_std`` (World Models: exp(logvar / 2)) for numerical safety.
 - A replayed chunk starts from h = c = 0 (like ``rssm``); where that reset is artificial (t = 0 and
   not ``is_first``) the dyn term is masked to 0, since no history predicts that z.
-- Gaussian latents have no logits: ``Observed.post_logits`` / ``prior_logits`` are None. The
-  Gaussian parameters are in ``Observed.extras`` (``post_mean``, ``post_std``, ``prior_mean``,
-  ``prior_std``) and ``extras["kl_post_prior"]`` = KL[q(z_t|o_t) || p(z_t|h_t)] [B, T] (with
-  gradient on both sides): the quantity value-aware objectives (``var``'s beta_var) should use.
+- Gaussian latents have no logits: ``Observed.post_logits`` / ``prior_logits`` are None.
+  ``Observed.kl`` = KL[q(z_t|o_t) || p(z_t|h_t)] [B, T] (with gradient on both sides) is what
+  value-aware objectives (``var``'s beta_var) read; the Gaussian parameters are in the
+  backbone's own ``Observed.extras`` (``post_mean``, ``post_std``, ``prior_mean``, ``prior_std``).
 
 Prediction error (``002`` §4.3, Table 1, Fig. 2): for vector observations ``observe`` also returns
 ``extras["pred_err"]`` [B, T], the MSE between g(mean of p(z_t | h_t)) and o_t wherever h_t has a
@@ -167,8 +165,10 @@ class VAELSTM(Backbone):
         self.reward_head = nn.Linear(self.feat_dim, 1)
         self.cont_net = MLP(self.feat_dim, 1, cfg.layers, Hd, "none", "relu") if cfg.cont_head \
             else None
-        # world-model updates so far (drives the beta annealing; saved in every checkpoint)
-        self.register_buffer("updates", torch.zeros((), dtype=torch.long))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        state_dict.pop(prefix + "updates", None)    # checkpoints of the hidden update counter
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @classmethod
     def from_config(cls, cfg, info: dict) -> VAELSTM:
@@ -180,10 +180,10 @@ class VAELSTM(Backbone):
         return [p for m in (self.encoder, self.lstm, self.prior_head) for p in m.parameters()]
 
     # ------------------------------------------------------------------ pieces
-    @property
-    def beta(self) -> float:
+    def beta(self, step: int) -> float:
+        """The KL weight at world-model update ``step``."""
         c = self.cfg
-        return kl_beta(int(self.updates), c.beta_start, c.beta_end, c.beta_anneal)
+        return kl_beta(step, c.beta_start, c.beta_end, c.beta_anneal)
 
     def _target(self, obs: Tensor) -> Tensor:
         """Observation in the space the VAE reads and reconstructs."""
@@ -232,13 +232,10 @@ class VAELSTM(Backbone):
         return torch.sigmoid(self.cont_logit(feat))
 
     # ------------------------------------------------------------------ filtering
-    def observe(self, batch: dict[str, Tensor]) -> Observed:
+    def observe(self, batch: dict[str, Tensor], step: int = 0) -> Observed:
         # obs: [B, T, *obs_shape], action: [B, T, A] (taken at o_t), is_first: [B, T]
         obs, action, is_first = batch["obs"], batch["action"].float(), batch["is_first"].bool()
         B, T = is_first.shape
-        beta = torch.tensor(self.beta)                                # this update's KL weight
-        if self.training and torch.is_grad_enabled():
-            self.updates += 1                                         # one world-model update
         q_mean, q_std = self.posterior(obs)                           # [B, T, Z]
         z = q_mean + q_std * torch.randn_like(q_std)                  # reparameterised sample
         first = is_first.clone()
@@ -260,15 +257,15 @@ class VAELSTM(Backbone):
         dyn_mask = (~(first & ~is_first)).to(h.dtype)                 # [B, T]
         terms = self._terms(batch, z, post, q_mean, q_std, p_mean, p_std, dyn_mask)
         extras = {"post_mean": q_mean, "post_std": q_std, "prior_mean": p_mean,
-                  "prior_std": p_std, "kl_post_prior": gaussian_kl(q_mean, q_std, p_mean, p_std),
-                  "dyn_mask": dyn_mask, "beta": beta}
+                  "prior_std": p_std, "dyn_mask": dyn_mask}
         if not self.image:
             with torch.no_grad():                                     # one-step prediction error
                 pred = self.decode_obs(p_mean)                        # o^_t = g(mean of z~_t)
                 extras["pred_err"] = (pred - obs.float()).pow(2).mean(-1)     # [B, T]
                 extras["pred_valid"] = (~first).to(h.dtype)           # t has a predecessor
         start = VState(h.reshape(B * T, -1), c.reshape(B * T, -1), z.reshape(B * T, -1))
-        return Observed(post, prior, None, None, terms, start, extras)
+        kl = gaussian_kl(q_mean, q_std, p_mean, p_std)
+        return Observed(post, prior, kl, terms, start, step=step, extras=extras)
 
     def _terms(self, batch, z, feat, q_mean, q_std, p_mean, p_std, dyn_mask) -> dict[str, Tensor]:
         event = 3 if self.image else 1
@@ -288,12 +285,11 @@ class VAELSTM(Backbone):
 
     def loss(self, obs: Observed, weights: Tensor | None = None
              ) -> tuple[Tensor, dict[str, Tensor]]:
-        """L = recon + beta KL + reward + dyn + cont per step (weights first), mean over [B, T].
-
-        beta is the one ``observe`` recorded for this batch (else the current schedule value)."""
+        """L = recon + beta KL + reward + dyn + cont per step (weights first), mean over [B, T],
+        with beta at the update the batch was observed for (``obs.step``)."""
         c, t = self.cfg, obs.terms
         w = 1.0 if weights is None else weights
-        beta = float(obs.extras["beta"]) if "beta" in obs.extras else self.beta
+        beta = self.beta(obs.step)
         kl = w * t["kl"]
         if c.free_nats > 0:
             kl = torch.clamp(kl, min=c.free_nats)                     # weights before free bits
@@ -305,7 +301,7 @@ class VAELSTM(Backbone):
         if "post_std" in ex:
             metrics["wm/post_std"] = ex["post_std"].detach().mean()
             metrics["wm/prior_std"] = ex["prior_std"].detach().mean()
-            metrics["wm/kl_post_prior"] = ex["kl_post_prior"].detach().mean()
+            metrics["wm/kl_post_prior"] = obs.kl.detach().mean()
         if "pred_err" in ex:
             valid = ex["pred_valid"]
             metrics["wm/pred_mse"] = (ex["pred_err"] * valid).sum() / valid.sum().clamp(min=1)
