@@ -6,10 +6,13 @@ episodes) is far below what a working agent reaches with this budget (seed 0: se
 ``configs/rssm.yaml`` preset ``smoke``), so the test is not flaky across CPUs.
 """
 
+import pytest
+
 from vawm.config import build_config
 from vawm.train import Trainer
 
 
+@pytest.mark.slow
 def test_rssm_learns_cartpole(tmp_path):
     cfg = build_config("smoke", {"steps": 2500, "seed": 0})
     summary = Trainer(cfg, tmp_path, progress=False).train()

@@ -41,6 +41,7 @@ def _train(*args, env=None):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("num_envs", [1, 4])
 def test_kill_and_resume_is_bit_identical(tmp_path, num_envs):
     ref, cut = tmp_path / "ref", tmp_path / "cut"
@@ -75,6 +76,7 @@ def test_kill_and_resume_is_bit_identical(tmp_path, num_envs):
         [r["wm/loss"] for r in ref_rows if "wm/loss" in r]
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_and_resumes(tmp_path):
     """SIGTERM (cluster preemption) stops at a step boundary with a checkpoint; resume finishes."""
     run = tmp_path / "run"

@@ -85,6 +85,7 @@ def test_unknown_precision_is_a_clear_error():
         build_config("tiny", sets=["run.precision=fp16"])
 
 
+@pytest.mark.slow
 def test_compiled_updates_match_eager():
     runs = {}
     for compiled in (False, True):

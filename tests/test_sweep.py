@@ -193,6 +193,7 @@ def _wait_for(cond, timeout: float, proc: subprocess.Popen) -> None:
         time.sleep(0.1)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _train_available(), reason="`vawm train` is not available yet")
 def test_local_sweep_interrupted_and_resumed(tmp_path):
     f = tmp_path / "tiny.yaml"

@@ -53,6 +53,8 @@ class Backbone(nn.Module):
     latent_slice: slice
     #: names of the per-step terms that ``loss`` sums (and that weights multiply)
     term_names: tuple[str, ...] = ()
+    #: the terms free bits clamp (after the weights multiply them)
+    free_bits_terms: tuple[str, ...] = ()
 
     @classmethod
     def from_config(cls, cfg, info: dict) -> Backbone:

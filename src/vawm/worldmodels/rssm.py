@@ -88,6 +88,7 @@ class RState:
 class RSSM(Backbone):
     Config = RSSMConfig
     term_names = ("recon", "reward", "cont", "dyn", "rep")
+    free_bits_terms = ("dyn", "rep")
 
     def __init__(self, cfg: RSSMConfig, obs_shape: tuple[int, ...], act_dim: int,
                  image: bool):

@@ -187,6 +187,7 @@ class ActionMixer(nn.Module):
 class TSSM(Backbone):
     Config = TSSMConfig
     term_names = ("recon", "reward", "cont", "dyn", "rep")
+    free_bits_terms = ("dyn", "rep")
 
     def __init__(self, cfg: TSSMConfig, obs_shape: tuple[int, ...], act_dim: int, image: bool):
         super().__init__()

@@ -142,6 +142,7 @@ class VState:
 class VAELSTM(Backbone):
     Config = VAELSTMConfig
     term_names = ("recon", "kl", "reward", "dyn", "cont")
+    free_bits_terms = ("kl",)
 
     def __init__(self, cfg: VAELSTMConfig, obs_shape: tuple[int, ...], act_dim: int, image: bool):
         super().__init__()
