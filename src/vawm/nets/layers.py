@@ -249,3 +249,57 @@ def compile_hot_modules(root: nn.Module) -> int:
     for m in mods:
         m.compile()
     return len(mods)
+
+
+# ------------------------------------------------ STORM's layers (Zhang et al. 2023, Tables 7-9)
+class BNConvEncoder(nn.Module):
+    """Table 7: blocks of Conv(4, stride 2, pad 1) + BN + ReLU, channels depth*2^i; flattened."""
+
+    def __init__(self, in_ch: int, depth: int, stages: int, size: tuple[int, int]):
+        super().__init__()
+        mods: list[nn.Module] = []
+        ch = in_ch
+        for i in range(stages):
+            out = depth * 2**i
+            mods += [nn.Conv2d(ch, out, 4, 2, 1, bias=False), nn.BatchNorm2d(out), nn.ReLU()]
+            ch = out
+        self.net = nn.Sequential(*mods)
+        self.dout = ch * (size[0] // 2**stages) * (size[1] // 2**stages)
+
+    def forward(self, x: Tensor) -> Tensor:  # [..., C, H, W] -> [..., dout]
+        lead = x.shape[:-3]
+        return self.net(x.reshape(-1, *x.shape[-3:])).reshape(*lead, -1)
+
+
+class BNConvDecoder(nn.Module):
+    """Table 8: Linear -> (reshape) BN + ReLU, DeConv(4, 2, 1) + BN + ReLU blocks, last DeConv."""
+
+    def __init__(self, din: int, out_ch: int, depth: int, stages: int, size: tuple[int, int]):
+        super().__init__()
+        ch = depth * 2 ** (stages - 1)
+        self.start = (ch, size[0] // 2**stages, size[1] // 2**stages)
+        self.linear = nn.Linear(din, math.prod(self.start), bias=False)
+        mods: list[nn.Module] = [nn.BatchNorm2d(ch), nn.ReLU()]
+        for _ in range(stages - 1):
+            mods += [nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ch // 2),
+                     nn.ReLU()]
+            ch //= 2
+        mods.append(nn.ConvTranspose2d(ch, out_ch, 4, 2, 1))
+        self.net = nn.Sequential(*mods)
+
+    def forward(self, z: Tensor) -> Tensor:  # [..., din] -> [..., C, H, W]
+        lead = z.shape[:-1]
+        y = full_precision(self.net(self.linear(z.reshape(-1, z.shape[-1])).reshape(-1, *self.start)))
+        return y.reshape(*lead, *y.shape[1:])
+
+
+class ActionMixer(nn.Module):
+    """Table 9: [z, a] -> Linear + LN + ReLU -> Linear + LN (D)."""
+
+    def __init__(self, din: int, dim: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(din, dim, bias=False), nn.LayerNorm(dim), nn.ReLU(),
+                                 nn.Linear(dim, dim, bias=False), nn.LayerNorm(dim))
+
+    def forward(self, z: Tensor, a: Tensor) -> Tensor:
+        return self.net(torch.cat([z, a], -1))

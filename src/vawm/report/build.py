@@ -5,18 +5,14 @@ a table cell over fewer seeds than expected carries ``†`` and a note says whic
 from __future__ import annotations
 
 import csv
-import json
 import re
 import time
-from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-from vawm.report import aggregate, curves, tables
+from vawm.report import curves, tables
 from vawm.report.runs import (
-    Cell,
     Experiment,
     Run,
     collect,
@@ -26,276 +22,25 @@ from vawm.report.runs import (
     read_json,
     split_env,
 )
+from vawm.report.sections import (
+    SUITE_GROUPS,
+    Gathered,
+    _img,
+    _relpath,
+    _slug,
+    ablation_section,
+    atari_section,
+    capacity_section,
+    dmc_section,
+    gather,
+    generic_section,
+    missing_notes,
+)
 
-SUITE_GROUPS = {"dmc-pixels": "Visual", "dmc": "Proprio"}
 N_BINS = 40
 LAYOUT_ORDER = ("atari100k", "dmc", "ablation", "generic")   # 000 Tables 1, 2, 3, then others
 
 
-@dataclass
-class Gathered:
-    """Final scores of an experiment and what is missing from it."""
-    scores: dict[str, dict[str, dict[int, float]]] = field(default_factory=dict)  # m -> env -> seed
-    missing: dict[str, dict[str, list[tuple[int, str]]]] = field(default_factory=dict)
-    envs: list[str] = field(default_factory=list)
-    runs: dict[tuple[str, str, int], Run] = field(default_factory=dict)
-    steps: dict[tuple[str, str], set] = field(default_factory=dict)  # (method, env) -> budgets
-
-    def mean(self, m: str, env: str) -> float | None:
-        s = self.scores.get(m, {}).get(env)
-        return float(np.mean(list(s.values()))) if s else None
-
-    def flagged(self, m: str, env: str) -> bool:
-        return bool(self.missing.get(m, {}).get(env))
-
-
-def missing_reason(cell: Cell, run: Run | None) -> str:
-    """Why an expected cell has no final score, e.g. ``unfinished at 60,000/100,000 env steps``."""
-    state = cell.state or {}
-    failed = state.get("status") == "failed"
-    n = len(state.get("attempts") or [])
-    if run is None:
-        return f"failed after {n} attempt(s), no run directory" if failed else "not started"
-    if run.status == "finished":
-        return "finished without eval_return_mean in summary.json"
-    at = f"at {run.env_steps:,}" if run.env_steps is not None else "before its first log line"
-    budget = run.steps or cell.steps
-    of = f"/{budget:,} env steps" if budget and run.env_steps is not None else ""
-    return f"{'failed after ' + str(n) + ' attempt(s)' if failed else 'unfinished'} {at}{of}"
-
-
-def gather(exp: Experiment) -> Gathered:
-    """Scores per (method, env, seed) of the finished runs, and the reasons for the others."""
-    g = Gathered()
-    g.runs = {(r.method, r.env, r.seed): r for r in exp.runs}
-    for c in exp.expected:
-        if c.env not in g.envs:
-            g.envs.append(c.env)
-        run = g.runs.get((c.method, c.env, c.seed))
-        budget = (run.steps if run else None) or c.steps
-        if budget:
-            g.steps.setdefault((c.method, c.env), set()).add(int(budget))
-        if run is not None and run.status == "finished" and run.score is not None:
-            g.scores.setdefault(c.method, {}).setdefault(c.env, {})[c.seed] = run.score
-        else:
-            g.missing.setdefault(c.method, {}).setdefault(c.env, []).append(
-                (c.seed, missing_reason(c, run)))
-    return g
-
-
-def missing_notes(exp: Experiment, g: Gathered) -> list[str]:
-    """One line per (method, env) with missing seeds."""
-    per = {}
-    for c in exp.expected:
-        per.setdefault((c.method, c.env), []).append(c.seed)
-    lines = []
-    for m in exp.methods:
-        for env in g.envs:
-            miss = g.missing.get(m, {}).get(env)
-            if not miss:
-                continue
-            n_all = len(per.get((m, env), []))
-            detail = "; ".join(f"seed {s}: {why}" for s, why in miss)
-            lines.append(f"- {exp.labels.get(m, m)} on `{env}`: {n_all - len(miss)}/{n_all} "
-                         f"seeds finished ({detail})")
-    return lines
-
-
-# ---------------------------------------------------------------------------- layouts
-def _game_map(envs: list[str], refs: dict) -> dict[str, str]:
-    return {e: tables.reference_game(split_env(e)[1], refs) or split_env(e)[1] for e in envs}
-
-
-def _ordered(names: list[str], order: list[str]) -> list[str]:
-    pos = {n: i for i, n in enumerate(order)}
-    return sorted(dict.fromkeys(names), key=lambda n: (pos.get(n, len(order)), n))
-
-
-def atari_section(exp: Experiment, g: Gathered, refs_all: dict, reps: int, seed: int,
-                  figdir: Path | None) -> tuple[list[str], dict]:
-    """``000`` Table 1, the published comparison, and IQM / optimality gap with 95% CIs."""
-    refs = refs_all["games"]
-    gmap = _game_map(g.envs, refs)
-    games = _ordered(list(gmap.values()), list(refs))
-    means = {m: {gmap[e]: g.mean(m, e) for e in g.envs if g.mean(m, e) is not None}
-             for m in exp.methods}
-    flags = {m: {gmap[e]: g.flagged(m, e) for e in g.envs} for m in exp.methods}
-    table, agg = tables.atari_table(means, flags, exp.methods, exp.baselines, refs, games,
-                                    exp.labels)
-    out = [table, ""]
-    unref = [x for x in games if x not in refs]
-    if unref:
-        out.append(f"Games without Random/Human reference scores (left out of the normalised "
-                   f"rows): {', '.join(unref)}.")
-    n_ref = sum(x in refs for x in games)
-    out.append(f"Scores: mean over seeds of the final evaluation return. Normalised rows over "
-               f"the {n_ref} game(s) run, of the 26 of Atari 100k; "
-               f"{tables.FLAG} = fewer seeds or games than expected (see missing runs).")
-    pub = refs_all.get("published", {})
-    rows = []
-    for m in exp.methods:
-        if m in pub and agg[m]["mean"] is not None:
-            p = pub[m]
-            rows.append([f"{exp.labels.get(m, m)} vs {p['label']}", f"{agg[m]['games']}/26",
-                         f"{agg[m]['mean']:.2f} / {p['mean']:.2f}",
-                         f"{agg[m]['median']:.2f} / {p['median']:.2f}",
-                         f"{agg[m]['superhuman']} / {p['superhuman']}"])
-    if rows:
-        out += ["", "Against `000` Table 1 (ours / published):", "",
-                tables.markdown_table(["Method", "Games", "Mean", "Median", "Superhuman"], rows)]
-    out += ["", *iqm_section(exp, g, gmap, refs, reps, seed, figdir)]
-    return out, agg
-
-
-def iqm_section(exp: Experiment, g: Gathered, gmap: dict[str, str], refs: dict, reps: int,
-                seed: int, figdir: Path | None) -> list[str]:
-    """IQM, optimality gap, mean and median of human-normalised scores with stratified-bootstrap
-    95% CIs (rliable), over the games every method finished and each method's complete seeds."""
-    out = ["#### Aggregate scores with 95% stratified-bootstrap CIs (rliable)", ""]
-    if not aggregate.rliable_available():
-        return out + [f"rliable is not installed: {aggregate.INSTALL_HINT}"]
-    methods = [m for m in exp.methods if g.scores.get(m)]
-    envs = [e for e in g.envs if gmap[e] in refs
-            and all(g.scores.get(m, {}).get(e) for m in methods)]
-    if not methods or not envs:
-        return out + ["No game has a finished run of every method."]
-    mats, notes = {}, []
-    for m in methods:
-        per_task = {}
-        for e in envs:
-            r = refs[gmap[e]]
-            per_task[e] = {s: tables.human_normalized(v, r["random"], r["human"])
-                           for s, v in g.scores[m][e].items()}
-        mat, seeds = aggregate.rectangular(per_task, envs)
-        if not seeds:
-            notes.append(f"{exp.labels.get(m, m)}: no seed finished every game, left out")
-            continue
-        mats[m] = mat
-        notes.append(f"{exp.labels.get(m, m)}: seeds {', '.join(map(str, seeds))}")
-    est = aggregate.interval_estimates(mats, reps=reps, seed=seed)
-    fmt = lambda t: f"{t[0]:.3f} [{t[1]:.3f}, {t[2]:.3f}]"
-    rows = [[exp.labels.get(m, m), fmt(e["iqm"]), fmt(e["og"]), fmt(e["mean"]), fmt(e["median"]),
-             f"{mats[m].shape[0]} x {mats[m].shape[1]}"] for m, e in est.items()]
-    out.append(tables.markdown_table(
-        ["Method", "IQM (↑)", "Optimality gap (↓)", "Mean (↑)", "Median (↑)", "seeds x games"],
-        rows))
-    left = sorted({gmap[e] for e in g.envs} - {gmap[e] for e in envs})
-    out += ["", f"Over the {len(envs)} game(s) every method finished"
-            + (f" (left out: {', '.join(left)})" if left else "")
-            + f"; {reps} bootstrap replications; runs used: " + "; ".join(notes) + "."]
-    if figdir is not None and est:
-        p = curves.plot_intervals(est, figdir / f"{_slug(exp.name)}_aggregates.png", exp.labels)
-        out += ["", _img("Aggregate human-normalised scores, 95% CIs", p, figdir.parent)]
-    return out
-
-
-def dmc_section(exp: Experiment, g: Gathered) -> list[str]:
-    """``000`` Table 2: visual and proprio columns per method, task mean and median."""
-    ref = json.loads(resources.files("vawm.report").joinpath("data/dmc_reference.json")
-                     .read_text())
-    order = list(dict.fromkeys(ref["visual"] + ref["proprio"]))
-    columns, tasks, means, flags, steps = [], {}, {}, {}, {}
-    for suite, grp in SUITE_GROUPS.items():
-        envs = [e for e in g.envs if split_env(e)[0] == suite]
-        if not envs:
-            continue
-        task_of = {e: split_env(e)[1] for e in envs}
-        tasks[grp] = _ordered(list(task_of.values()), order)
-        for m in exp.methods:
-            if not any((m, e) in {(c.method, c.env) for c in exp.expected} for e in envs):
-                continue
-            columns.append((grp, m))
-            means[(grp, m)] = {task_of[e]: g.mean(m, e) for e in envs
-                               if g.mean(m, e) is not None}
-            flags[(grp, m)] = {task_of[e]: g.flagged(m, e) for e in envs}
-            budgets = set().union(*(g.steps.get((m, e), set()) for e in envs))
-            steps[(grp, m)] = "/".join(tables.fmt_steps(b) for b in sorted(budgets)) or "?"
-    out = [tables.dmc_table(columns, means, flags, exp.baselines, tasks, steps, exp.labels), ""]
-    out.append(f"Scores: mean over seeds of the final evaluation return; {tables.FLAG} = fewer "
-               f"seeds or tasks than expected; - = task not part of that benchmark.")
-    for suite, grp in SUITE_GROUPS.items():
-        key = "visual" if suite == "dmc-pixels" else "proprio"
-        if grp in tasks:
-            absent = [t for t in ref[key] if t not in tasks[grp]]
-            if absent:
-                out.append(f"{grp}: {len(tasks[grp])} task(s) run; not run of `000` Table 2's "
-                           f"{len(ref[key])}: {', '.join(absent)}.")
-            pub = ref["published"][key]
-            items = [f"{v['label']} {v['mean']} / {v['median']}" for v in pub.values()]
-            out.append(f"{grp}, published task mean / median (`000` Table 2): "
-                       + ", ".join(items) + ".")
-    return out
-
-
-# suites whose tasks all score on one scale (DMC: 0..1000), so a mean over tasks means something
-SHARED_SCALE_SUITES = ("dmc", "dmc-pixels")
-
-
-def ablation_section(exp: Experiment, g: Gathered, refs: dict) -> list[str]:
-    """``000`` Table 3: one row per method, one column per task."""
-    atari = all(split_env(e)[0] == "atari100k" for e in g.envs)
-    name = _game_map(g.envs, refs) if atari else {e: e for e in g.envs}
-    tasks = [name[e] for e in g.envs]
-    means = {m: {name[e]: g.mean(m, e) for e in g.envs if g.mean(m, e) is not None}
-             for m in exp.methods}
-    flags = {m: {name[e]: g.flagged(m, e) for e in g.envs} for m in exp.methods}
-    return [tables.ablation_table(means, flags, exp.methods, exp.baselines, tasks, exp.labels),
-            "", f"Scores: mean over seeds of the final evaluation return; % against the "
-                f"baseline row; {tables.FLAG} = fewer seeds than expected.", "",
-            "The same runs with their spread over seeds:", "", *generic_section(exp, g)]
-
-
-def capacity_section(exp: Experiment, g: Gathered, refs: dict, figdir: Path | None
-                     ) -> list[str]:
-    """``000`` Fig. 2a: the ablation table of every (size, method) cell, then final return
-    against world-model size per task, one line per method family (backbone + objective)."""
-    out = ablation_section(exp, g, refs)
-    sizes = list(dict.fromkeys(exp.sizes[m] for m in exp.methods if m in exp.sizes))
-    if figdir is None or not sizes:
-        return out
-    fam_label: dict[str, str] = {}
-    for m in exp.methods:           # a family's name: its first label without the size word
-        f = exp.families.get(m, m)
-        label = exp.labels.get(m)
-        if f not in fam_label:
-            fam_label[f] = (label.replace(exp.sizes.get(m, ""), "").strip() if label else f)
-    one_suite = len({split_env(e)[0] for e in g.envs}) == 1
-    panels: dict[str, dict[str, list]] = {}
-    for e in g.envs:
-        per: dict[str, list] = {}
-        for m in exp.methods:
-            s = g.scores.get(m, {}).get(e)
-            if not s or m not in exp.sizes:
-                continue
-            mean, std, n = tables.seed_stats(list(s.values()))
-            per.setdefault(exp.families.get(m, m), []).append(
-                (sizes.index(exp.sizes[m]), mean, std, n))
-        if per:
-            panels[split_env(e)[1] if one_suite else e] = per
-    if not panels:
-        return out
-    path = curves.plot_capacity(panels, figdir / f"{_slug(exp.name)}_capacity.png", sizes,
-                                fam_label)
-    return [*out, "", _img("final return against world-model size (mean ± std over seeds)",
-                           path, figdir.parent),
-            "", "Final evaluation return against world-model size (`000` Fig. 2a): mean ± std "
-                "over the seeds that finished, one line per method family."]
-
-
-def generic_section(exp: Experiment, g: Gathered) -> list[str]:
-    stats = {m: {e: tables.seed_stats(list(v.values())) for e, v in g.scores.get(m, {}).items()}
-             for m in exp.methods}
-    flags = {m: {e: g.flagged(m, e) for e in g.envs} for m in exp.methods}
-    shared = all(split_env(e)[0] in SHARED_SCALE_SUITES for e in g.envs)
-    note = "" if shared or len(g.envs) < 2 else (
-        " No task mean or median: these tasks' returns are on different scales.")
-    return [tables.generic_table(stats, flags, exp.methods, exp.baselines, g.envs, exp.labels,
-                                 aggregate=shared),
-            "", f"Final evaluation return: mean ± std over seeds (n); % of the mean against "
-                f"the baseline; {tables.FLAG} = fewer seeds or tasks than expected.{note}"]
-
-
-# ---------------------------------------------------------------------------- curves
 def _matrix(runs: list[Run], key: str, edges: np.ndarray, metrics: dict) -> np.ndarray:
     rows = []
     for r in runs:
@@ -470,19 +215,6 @@ def embed_markdown(text: str, src_dir: Path, out_dir: Path) -> str:
         return f"{m.group(1)}({rel.as_posix()})"
 
     return re.sub(r"(!?\[[^\]]*\])\(([^)\s]+)\)", relink, text)
-
-
-def _relpath(p: Path, start: Path) -> str:
-    import os
-    return os.path.relpath(p.resolve(), start.resolve())
-
-
-def _slug(s: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", s).strip("_") or "exp"
-
-
-def _img(caption: str, path: Path, base: Path) -> str:
-    return f"![{caption}]({_relpath(path, base)})"
 
 
 def write_scores_csv(path: Path, experiments: list[Experiment]) -> None:

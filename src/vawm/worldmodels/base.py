@@ -10,7 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import torch
 from torch import Tensor, nn
+
+from vawm.state import tree_map
 
 
 @dataclass
@@ -76,6 +79,24 @@ class Backbone(nn.Module):
         raise NotImplementedError
 
     def imagine(self, start: Any, policy: Policy, horizon: int, grad: bool = False) -> Imagined:
+        """Roll the dynamics ``horizon`` steps from N start states (detached) under ``policy``.
+
+        The default serves recurrent backbones: a state with ``.feat()`` [N, F] and
+        ``img_step(state, action)`` -> next prior state. ``grad``: the policy sees undetached
+        features (returns backpropagate through the dynamics, never into the start state)."""
+        s = tree_map(Tensor.detach, start)
+        feats, actions = [s.feat()], []
+        for _ in range(horizon):
+            a = policy(feats[-1] if grad else feats[-1].detach())
+            actions.append(a)
+            s = self.img_step(s, a)
+            feats.append(s.feat())
+        actions.append(policy(feats[-1] if grad else feats[-1].detach()))
+        feat = torch.stack(feats, 0)                                  # [H+1, N, F]
+        return Imagined(feat, torch.stack(actions, 0), self.reward_mean(feat), self.cont_prob(feat))
+
+    def img_step(self, state: Any, action: Tensor) -> Any:
+        """s_t, a_t -> the prior state s~_{t+1} (recurrent backbones; see ``imagine``)."""
         raise NotImplementedError
 
     def representation_parameters(self) -> list[nn.Parameter]:

@@ -41,7 +41,7 @@ from vawm.nets.layers import (
     make_norm,
 )
 from vawm.settings import Min, Range, section
-from vawm.worldmodels.base import Backbone, Imagined, Observed, register_backbone
+from vawm.worldmodels.base import Backbone, Observed, register_backbone
 
 Norm = Literal["layer", "rms", "none"]
 Act = Literal["silu", "elu", "relu", "tanh", "gelu"]
@@ -242,18 +242,6 @@ class RSSM(Backbone):
         return total.mean(), metrics
 
     # ------------------------------------------------------------------ imagination / acting
-    def imagine(self, start: RState, policy, horizon: int, grad: bool = False) -> Imagined:
-        s = RState(start.deter.detach(), start.stoch.detach())
-        feats, actions = [s.feat()], []
-        for _ in range(horizon):
-            a = policy(feats[-1].detach() if not grad else feats[-1])
-            actions.append(a)
-            s = self.img_step(s, a)
-            feats.append(s.feat())
-        actions.append(policy(feats[-1].detach() if not grad else feats[-1]))
-        feat = torch.stack(feats, 0)
-        return Imagined(feat, torch.stack(actions, 0), self.reward_mean(feat), self.cont_prob(feat))
-
     def initial_carry(self, n: int):
         return (self.initial(n), torch.zeros(n, self.act_dim))
 

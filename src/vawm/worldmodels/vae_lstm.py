@@ -57,7 +57,7 @@ from torch import Tensor, nn
 from vawm.nets.dist import full_precision, symexp, symlog
 from vawm.nets.layers import MLP, ConvDecoder, ConvEncoder
 from vawm.settings import ConfigError, Min, section
-from vawm.worldmodels.base import Backbone, Imagined, Observed, register_backbone
+from vawm.worldmodels.base import Backbone, Observed, register_backbone
 
 Pos = Annotated[int, Min(1)]
 NonNeg = Annotated[float, Min(0)]
@@ -316,22 +316,6 @@ class VAELSTM(Backbone):
         mean, std = self.prior(h)
         z = mean + self.cfg.imag_temp * std * torch.randn_like(std)
         return VState(h, c, z)
-
-    def imagine(self, start: VState, policy, horizon: int, grad: bool = False) -> Imagined:
-        """Dream ``horizon`` steps from N start states (detached, as in ``rssm``).
-
-        start: VState of [N, ...]; returns feat [H+1, N, F], action [H+1, N, A], reward/cont
-        [H+1, N]. ``grad``: the policy sees undetached features (backprop through dynamics)."""
-        s = VState(start.h.detach(), start.c.detach(), start.z.detach())
-        feats, actions = [s.feat()], []
-        for _ in range(horizon):
-            a = policy(feats[-1] if grad else feats[-1].detach())
-            actions.append(a)
-            s = self.img_step(s, a)
-            feats.append(s.feat())
-        actions.append(policy(feats[-1] if grad else feats[-1].detach()))
-        feat = torch.stack(feats, 0)
-        return Imagined(feat, torch.stack(actions, 0), self.reward_mean(feat), self.cont_prob(feat))
 
     def initial_carry(self, n: int) -> tuple[VState, Tensor]:
         L, Z = self.cfg.lstm, self.cfg.latent
