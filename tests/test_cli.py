@@ -22,6 +22,16 @@ from vawm.cli import main
     (["frobnicate"], "valid commands"),
     (["eval", "/nonexistent/run"], "not a vawm run directory"),
     (["train", "--resume", "/nonexistent/run"], "no config.yaml"),
+    (["train", "--set", "optim.model_lr=nan"], "finite"),
+    (["train", "--set", "optim.model_lr=-1e-4"], "optim.model_lr"),
+    (["train", "--backbone", "tssm", "--set", "tssm.free_bits=bogus"], "batch, sample"),
+    (["train", "--set", "run.batch_size=0"], "run.batch_size"),
+    (["train", "--set", "env_cfg.size=[0, 64]"], "env_cfg.size"),
+    (["train", "--set", "agent.gamma=2"], "agent.gamma"),
+    (["train", "--set", "run.precision=fp8"], "fp32, bf16"),
+    (["train", "--steps", "0"], "steps"),
+    (["config", "--set", "var.weight=huge"], "adaptive, static"),
+    (["train", "--backbone", "tssm", "--set", "run.batch_length=100"], "tssm.max_len"),
 ])
 def test_bad_input_one_line_exit_2(argv, needle, capsys):
     with pytest.raises(SystemExit) as e:
@@ -63,3 +73,39 @@ def test_eval_mode_flag_overrides_the_runs_setting(tmp_path):
         assert main(["eval", str(tmp_path), "--episodes", "2", "--mode", mode]) == 0
         ev = json.loads((tmp_path / "eval.json").read_text())
         assert ev["eval_mode"] == mode and ev["eval_episodes"] == 2
+
+
+def test_config_command_prints_the_resolved_config(capsys):
+    import yaml
+    assert main(["config", "--backbone", "tssm", "--preset", "tiny", "--set", "tssm.dim=24"]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["backbone"] == "tssm" and cfg["tssm"]["dim"] == 24 and cfg["preset"] == "tiny"
+    assert cfg["run"]["batch_size"] == 4                  # from the preset
+    assert main(["train", "--print-config", "--objective", "var"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["objective"] == "var"
+
+
+def test_unreadable_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys):
+    """A truncated latest checkpoint costs one checkpoint interval, not the run: resume warns in
+    one line, continues from the previous checkpoint (its replay chunks were kept) and keeps the
+    unreadable file for inspection."""
+    import json
+
+    from vawm.checkpoint import load, previous_path
+    from vawm.config import build_config
+    from vawm.train import CKPT, Trainer
+    sets = ["run.prefill=20", "run.eval_episodes=1", "run.checkpoint_every=40",
+            "run.replay_chunk=8", "run.replay_capacity=30"]
+    run = tmp_path / "run"
+    Trainer(build_config("tiny", {"steps": 110}, sets), run, progress=False).train()
+    latest, prev = run / CKPT, previous_path(run / CKPT)
+    assert latest.exists() and prev.exists()
+    prev_steps = int(load(prev)["policy_steps"])
+    latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])     # truncated
+    assert main(["train", "--resume", str(run), "--steps", "160", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    warn = [ln for ln in err.splitlines() if "warning" in ln]
+    assert len(warn) == 1 and "previous checkpoint" in warn[0]
+    assert (run / "checkpoints" / "latest.pt.unreadable").exists()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["env_steps"] == 160 and prev_steps == 80        # latest was at 110

@@ -112,7 +112,8 @@ def test_imagine_command_errors(tmp_path, capsys):
     b = _tiny_run(tmp_path / "b", env="minatar:space_invaders")
     assert main(["imagine", str(a), str(b)]) == 2
     assert "different envs" in capsys.readouterr().err
-    (a / "checkpoints" / "latest.pt").unlink()
+    for name in ("latest.pt", "latest.previous.pt"):    # no checkpoint at all
+        (a / "checkpoints" / name).unlink(missing_ok=True)
     assert main(["imagine", str(a)]) == 2
     assert "checkpoint" in capsys.readouterr().err
 

@@ -30,8 +30,9 @@ def _train_parser() -> argparse.ArgumentParser:
                 "gym:CartPole-v1 with the CPU preset).")
     p.add_argument("--env", help="suite:task id, e.g. gym:CartPole-v1, dmc:walker-walk, "
                    "dmc-pixels:walker-walk, atari100k:Pong, minatar:breakout")
-    p.add_argument("--backbone", help="rssm")
-    p.add_argument("--objective", help="none | var | tempo | dream-critic")
+    p.add_argument("--backbone", help="world model: " + " | ".join(_registered("BACKBONES")))
+    p.add_argument("--objective", help="value-aware objective: "
+                   + " | ".join(_registered("OBJECTIVES")))
     p.add_argument("--preset", help="comma-separated presets, applied in order (see `vawm presets`)")
     p.add_argument("--steps", type=int, help="environment-step budget (frames: policy steps x repeat)")
     p.add_argument("--seed", type=int)
@@ -41,13 +42,24 @@ def _train_parser() -> argparse.ArgumentParser:
                    help="override any config field, e.g. --set rssm.deter=512 (repeatable)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the fully resolved config as YAML and exit (same as `vawm config`)")
     return p
+
+
+def _registered(name: str) -> list[str]:
+    if name == "BACKBONES":
+        from vawm.worldmodels import BACKBONES as reg
+    else:
+        from vawm.objectives import OBJECTIVES as reg
+    return list(reg)
 
 
 def cmd_train(argv: list[str]) -> int:
     args = _train_parser().parse_args(argv)
     from vawm.checkpoint import CheckpointError
-    from vawm.config import ConfigError, build_config, load_config_file
+    from vawm.checkpoint import exists as ckpt_exists
+    from vawm.config import ConfigError, apply_dict, build_config, load_config_file, to_dict
     from vawm.envs import UnknownEnvError, parse_env_id
     from vawm.train import CKPT, NonFiniteLossError, RunInterrupted, Trainer
 
@@ -64,15 +76,19 @@ def cmd_train(argv: list[str]) -> int:
                 return _fail(f"--resume takes its config from {run_dir}/config.yaml; drop {flags} "
                              "(only --steps may change)")
             cfg = load_config_file(str(run_dir / "config.yaml"))
-            if args.steps:
-                cfg.steps = args.steps
-            if not (run_dir / CKPT).exists():
+            if args.steps is not None:
+                apply_dict(cfg, {"steps": args.steps})
+            if args.print_config:
+                return _print_config(to_dict(cfg))
+            if not ckpt_exists(run_dir / CKPT):
                 print(f"vawm: no checkpoint in {run_dir} yet; starting it from its config", file=sys.stderr)
         else:
             overrides = {k: getattr(args, k) for k in ("env", "backbone", "objective", "steps", "seed")
                          if getattr(args, k) is not None}
             cfg = build_config(args.preset or "cpu", overrides, args.set)
             parse_env_id(cfg.env)
+            if args.print_config:
+                return _print_config(to_dict(cfg))
             run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / (
                 f"{cfg.env.replace(':', '-').replace('/', '-')}-{cfg.backbone}-{cfg.objective}"
                 f"-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -102,6 +118,17 @@ def cmd_train(argv: list[str]) -> int:
     return 0
 
 
+def _print_config(data: dict) -> int:
+    import yaml
+    sys.stdout.write(yaml.safe_dump(data, sort_keys=False))
+    return 0
+
+
+def cmd_config(argv: list[str]) -> int:
+    """``vawm config [train flags]``: the resolved config of a ``vawm train`` command line."""
+    return cmd_train([*argv, "--print-config"])
+
+
 def cmd_eval(argv: list[str]) -> int:
     p = _Parser(prog="vawm eval", description="Score the checkpoint of a run directory.")
     p.add_argument("run_dir")
@@ -115,7 +142,7 @@ def cmd_eval(argv: list[str]) -> int:
     from vawm.acting import evaluate_policy
     from vawm.agent import Agent, resolve_device
     from vawm.checkpoint import CheckpointError
-    from vawm.checkpoint import load as load_ckpt
+    from vawm.checkpoint import load_latest as load_ckpt
     from vawm.config import ConfigError, load_config_file
     from vawm.envs import UnknownEnvError, action_repeat, env_info
     from vawm.train import CKPT
@@ -170,6 +197,7 @@ COMMANDS = {
     "garnet": _delegate("vawm.garnet.cli"),
     "imagine": _delegate("vawm.imagine"),
     "presets": cmd_presets,
+    "config": cmd_config,
 }
 
 
@@ -186,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
                   "  report   tables and figures in the papers' layout\n"
                   "  garnet   the finite-MDP calibration lab\n"
                   "  imagine  a world model's imagined trajectories and value saliency\n"
-                  "  presets  list config presets")
+                  "  presets  list config presets\n"
+                  "  config   print the resolved config of a train command line (presets, --set)")
             return 0
     cmd, rest = argv[0], argv[1:]
     if cmd == "--version":

@@ -234,7 +234,7 @@ def plot_error(out: Path, runs: list[dict], context: int) -> None:
 # ---------------------------------------------------------------------------- command
 def load_run(run_dir: Path, device: torch.device):
     from vawm.agent import Agent
-    from vawm.checkpoint import load as load_ckpt
+    from vawm.checkpoint import load_latest as load_ckpt
     from vawm.config import load_config_file
     from vawm.envs import env_info
     from vawm.train import CKPT

@@ -123,12 +123,14 @@ class Replay:
         """The oldest chunk with a step inside the buffer's window."""
         return max(0, self.total - self.cap) // self.chunk
 
-    def prune(self) -> None:
+    def prune(self, older_total: int | None = None) -> None:
         """Delete chunk files wholly outside the buffer's window (call once the checkpoint that
-        refers to this state is on disk)."""
+        refers to this state is on disk); ``older_total``: keep the window of an older kept
+        checkpoint too (the replay's ``total`` when it was written)."""
         if self.chunk_dir is None or not self.chunk_dir.exists():
             return
-        first = self._first_chunk()
+        total = self.total if older_total is None else min(older_total, self.total)
+        first = max(0, total - self.cap) // self.chunk
         for path in self.chunk_dir.glob("chunk_*.pt"):
             if int(path.stem.split("_")[1]) < first:
                 path.unlink(missing_ok=True)

@@ -97,6 +97,7 @@ class Trainer:
         self.next_log = r.log_every
         self.next_ckpt = r.checkpoint_every
         self.next_eval = r.eval_every or math.inf
+        self.saved_replay_total: int | None = None   # replay.total of the last checkpoint
         save_config(cfg, str(self.run_dir / "config.yaml"))
         self.logger = MetricLogger(self.run_dir)
 
@@ -125,11 +126,14 @@ class Trainer:
         }
 
     def save_checkpoint(self) -> None:
-        checkpoint.save(self.state_dict(), self.run_dir / CKPT)
-        self.replay.prune()                 # chunks the new checkpoint no longer needs
+        """Write ``latest.pt`` (the one before it becomes ``latest.previous.pt``); replay chunks
+        neither of the two needs are deleted."""
+        checkpoint.save(self.state_dict(), self.run_dir / CKPT, keep_previous=True)
+        self.replay.prune(older_total=self.saved_replay_total)
+        self.saved_replay_total = self.replay.total
 
     def load_checkpoint(self) -> None:
-        sd = checkpoint.load(self.run_dir / CKPT)
+        sd = checkpoint.load_latest(self.run_dir / CKPT, repair=True)
         self.agent.load_state_dict(sd["agent"])
         self.agent.load_opt_state(sd["opt"])
         self.agent.updates = int(sd["updates"])
@@ -149,6 +153,7 @@ class Trainer:
         self.wall_before = float(sd["wall"])
         self.next_log, self.next_ckpt, self.next_eval = sd["next"]
         self.acting.load_state_dict(sd)
+        self.saved_replay_total = self.replay.total
         set_rng_state(sd["rng"])
         self.logger.truncate_after(self.env_steps)
 
@@ -185,7 +190,7 @@ class Trainer:
     def train(self, resume: bool = False) -> dict:
         cfg, r = self.cfg, self.cfg.run
         self.t0 = time.time()
-        if resume and (self.run_dir / CKPT).exists():
+        if resume and checkpoint.exists(self.run_dir / CKPT):
             self.load_checkpoint()
         else:
             self.replay.clear_chunks()      # a fresh start in an old run directory
