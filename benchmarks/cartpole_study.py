@@ -1,4 +1,4 @@
-"""``002`` Table 1, Fig. 1 and 2 from the runs of ``experiments/cartpole_dream_critic.yaml``.
+"""anon. 2026 Table 1, Fig. 1 and 2 from the runs of ``experiments/cartpole_dream_critic.yaml``.
 
     python benchmarks/cartpole_study.py ROOT [--out DIR] [--pred-episodes 10] [--threshold 400]
 

@@ -1,4 +1,4 @@
-"""Compute cost of each value-aware objective on one backbone (``000`` Table 4).
+"""Compute cost of each value-aware objective on one backbone (VaR, anon. 2025, Table 4).
 
     python benchmarks/objective_cost.py                          # rssm, preset cpu, CartPole
     python benchmarks/objective_cost.py --obs-shape 3,64,64 --action-dim 6   # an Atari-sized input

@@ -1,4 +1,4 @@
-"""Dream critic (``002`` §3.2): TD loss by hand, masks, gradient paths, dream evaluation, a run."""
+"""Dream critic (anon. 2026, §3.2): TD loss by hand, masks, gradient paths, dream evaluation, a run."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The theory of ``001`` §4 on small finite problems: calibration of the sample losses
+"""The theory of Voelcker et al. 2025 §4 on small finite problems: calibration of the sample losses
 (Prop. 2-3), the deterministic-model corner case, and the MuZero value bias (Prop. 4).
 
 Monte-Carlo checks compare against exact closed forms with a tolerance of a few standard errors;
@@ -165,7 +165,7 @@ def _fixed_point(loss_fn, n, iters=400):
 
 
 def test_muzero_value_is_biased_with_a_stochastic_model_calibrated_is_not():
-    """``001`` Prop. 4: with the *true* stochastic kernel as the model, the fixed point of the
+    """Voelcker et al. 2025 Prop. 4: with the *true* stochastic kernel as the model, the fixed point of the
     uncalibrated (1,1) MuZero value loss is not V; the calibrated one recovers V exactly."""
     g = torch.Generator().manual_seed(3)
     n, gamma = 8, 0.9

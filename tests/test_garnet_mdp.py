@@ -1,4 +1,4 @@
-"""Garnet generation and exact policy evaluation (``001`` §5, App. B)."""
+"""Garnet generation and exact policy evaluation (Voelcker et al. 2025 §5, App. B)."""
 
 import torch
 

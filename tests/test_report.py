@@ -76,7 +76,7 @@ def test_normalisation_and_deltas():
     ("rssm", 1.10, 0.58, 10), ("rssm+var", 1.34, 1.00, 13),
     ("tssm", 1.14, 0.51, 9), ("tssm+var", 1.36, 0.81, 12)])
 def test_reference_data_reproduces_000_table1(method, mean, median, superhuman):
-    """The shipped Random/Human scores turn 000's per-game columns into its aggregate rows."""
+    """The shipped Random/Human scores turn VaR (anon. 2025)'s per-game columns into its aggregate rows."""
     pub = tables.load_atari_reference()["published"][method]
     assert len(pub["scores"]) == 26 == len(REFS)
     agg = tables.atari_aggregates(pub["scores"], REFS)

@@ -1,4 +1,4 @@
-"""TEMPO (``003``): weight range, weights before free bits, the exact look-ahead meta-gradient
+"""TEMPO (Yuan et al. 2023): weight range, weights before free bits, the exact look-ahead meta-gradient
 against brute force, finite differences against it, the sign of the meta step, a frozen critic, and
 a short training run."""
 

@@ -1,4 +1,4 @@
-"""The World Models VAE + LSTM backbone (``vae-lstm``, ``002`` §3.1, §4.1)."""
+"""The World Models VAE + LSTM backbone (``vae-lstm``, anon. 2026 §3.1, §4.1)."""
 
 import math
 

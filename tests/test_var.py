@@ -1,4 +1,4 @@
-"""Value-alignment regulariser (``000`` eq. 2–5): math, stop-gradients, warm-up, weights, a run."""
+"""Value-alignment regulariser (VaR, anon. 2025, eq. 2–5): math, stop-gradients, warm-up, weights, a run."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""``vawm imagine RUN [RUN ...] --out DIR``: what a trained world model dreams (``000`` Fig. 3, 7, 13).
+"""``vawm imagine RUN [RUN ...] --out DIR``: what a trained world model dreams (VaR, anon. 2025, Fig. 3,
+7, 13).
 
 One real trajectory is played in a fresh evaluation env (by default with the first run's policy,
 mode actions as in evaluation; ``--policy random`` for uniform random actions). Every run's world
@@ -7,9 +8,9 @@ model then
 1. filters the real observations up to the end of the context (``--start`` + ``--context`` steps:
    posterior states, decoded as reconstructions), and
 2. imagines the next ``--horizon`` steps open loop from the last context state, fed the *real*
-   actions, so the imagined frames line up with the real ones (``000`` Fig. 3, 7).
+   actions, so the imagined frames line up with the real ones (VaR, anon. 2025, Fig. 3, 7).
 
-Value-gradient saliency (``000`` Fig. 3's "decoder sensitivity after value-gradient weighting",
+Value-gradient saliency (VaR, anon. 2025, Fig. 3's "decoder sensitivity after value-gradient weighting",
 Fig. 13): for each latent state s (context posteriors and imagined states) the critic's gradient
 g = dV(s)/ds gives the direction in latent space that changes the value most; the saliency map is
 the decoder's response to that direction, |J_dec(s) g| (a Jacobian-vector product), summed over
@@ -21,7 +22,7 @@ truth at the bottom; vector observations: each observation dimension over time, 
 plus a saliency heat map per run; MinAtar's vector observations are drawn as their 10x10
 grids), ``imagine_error.png`` (per-step error against the truth) and
 ``imagine.json`` (the numbers behind both). Several runs of the same env are drawn on the same
-trajectory, e.g. a ``none`` and a ``var`` run for the comparison of ``000`` Fig. 3.
+trajectory, e.g. a ``none`` and a ``var`` run for the comparison of VaR (anon. 2025) Fig. 3.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Dreamer behaviour learning in imagination (``000`` §4.3 eq. 6–9; DreamerV3).
+"""Dreamer behaviour learning in imagination (VaR, anon. 2025, §4.3 eq. 6–9; DreamerV3).
 
     R^lambda_t = r_{t+1} + gamma c_{t+1} ((1 - lambda) v_{t+1} + lambda R^lambda_{t+1}),  R_H = v_H   (eq. 7)
     L_critic   = -ln p(sg(R^lambda_t) | s_t)  + slowreg * -ln p(sg(v_slow(s_t)) | s_t)
@@ -37,7 +37,7 @@ NonNeg = Annotated[float, Min(0)]
 
 @section("agent")
 class AgentConfig:
-    """Dreamer actor-critic in imagination (``000`` §4.3 eq. 6-9, Table 15)."""
+    """Dreamer actor-critic in imagination (VaR, anon. 2025, §4.3 eq. 6-9, Table 15)."""
     horizon: Annotated[int, Min(1)] = 15
     gamma: Annotated[float, Range(0, 1, lo_open=True)] = 0.997   # 1 - 1/333
     lam: Unit = 0.95

@@ -1,7 +1,7 @@
 """``atari100k:<Game>`` (the 26 Atari 100k games) and ``atari:<Game>`` (any ROM bundled
 with ale-py), on ``ale_py.ALEInterface`` with the frame loop written out here.
 
-Protocol (SPEC 1.4; every choice is an ``EnvConfig`` field):
+Protocol (README "Environments"; every choice is an ``EnvConfig`` field):
 - action repeat ``cfg.action_repeat`` (default 4) raw frames per agent step, rewards
   summed; the observation is the element-wise max of the last two frames
   (``max_pool``), area-resized to ``cfg.size`` (default 64x64 RGB, [C, H, W] uint8);

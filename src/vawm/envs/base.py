@@ -58,7 +58,7 @@ class EnvConfig:
         (dmc 1000 env steps = 500 agent steps at repeat 2; gym and minatar: the env's
         own). Atari uses ``max_episode_frames`` instead.
       grayscale: image observations with 1 channel instead of RGB.
-    Atari (SPEC 1.4):
+    Atari (the Atari 100k protocol, README):
       noop_max: reset takes a uniform random number of no-op frames in [0, noop_max].
       sticky_actions: ALE repeat_action_probability.
       life_loss_signal: set ``info["life_loss"]`` on the step a life is lost (training

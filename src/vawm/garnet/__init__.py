@@ -1,11 +1,12 @@
-"""The Garnet lab (``001`` §5, App. B, C.5): calibrated value-aware model learning on finite MDPs.
+"""The Garnet lab (Voelcker et al. 2025 §5, App. B, C.5): calibrated value-aware model learning on finite
+MDPs.
 
     mdp.py         Garnet MDPs, exact and iterative policy evaluation
     models.py      low-rank / full-rank softmax models, deterministic (argmax) models
     losses.py      MLE, IterVAML, (m,b)-VAML (MuZero) and CVAML: sample and expected forms
     train.py       batched joint training of model and value
     cliff.py       5x5 stochastic cliff-walk, greedy policy iteration
-    experiment.py  the sweeps (``001`` Fig. 2 and App. C.5)
+    experiment.py  the sweeps (Voelcker et al. 2025 Fig. 2 and App. C.5)
     summary.py     CSV, aggregates with 95% CIs, markdown summary
     plots.py       figures
     cli.py         ``vawm garnet``

@@ -1,4 +1,4 @@
-"""``vawm garnet``: the calibration lab of ``001`` (Garnet sweep + cliff-walk policy iteration).
+"""``vawm garnet``: the calibration lab of Voelcker et al. 2025 (Garnet sweep + cliff-walk policy iteration).
 
 Writes into --out: results.csv (every seed x setting), config.json, garnet_value_error.png,
 garnet_model.png, cliff.png and summary.md. Bad flag values print one line and exit with 2.
@@ -87,7 +87,7 @@ _G, _C, _T = GarnetSettings(), CliffSettings(), TrainConfig()   # defaults
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="vawm garnet", description="The Garnet lab of `001` (Voelcker et al. 2025): "
+    p = _Parser(prog="vawm garnet", description="The Garnet lab of Voelcker et al. 2025: "
                 "value error of MLE, IterVAML, (m,b)-VAML (MuZero) and calibrated CVAML "
                 "against temperature and model rank, and greedy policy iteration on a 5x5 "
                 "stochastic cliff-walk. Defaults are those of docs/garnet.md.",
@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training precision (MDPs and metrics are float64)")
     t.add_argument("--raw-rewards", action="store_true",
                    help="learn on the rewards as they are, not divided by max |r|")
-    g = p.add_argument_group("Garnet (001 §5, App. B)")
+    g = p.add_argument_group("Garnet (Voelcker et al. 2025 §5, App. B)")
     g.add_argument("--states", type=_num(int, lambda v: v >= 2, "an integer >= 2"),
                    default=_G.states, help="number of states n")
     g.add_argument("--successors", type=POS_INT, default=_G.successors,
@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
                    default=_G.temps, help="softmax temperatures tau")
     g.add_argument("--ranks", type=_list(int, lambda v: v >= 1, "ranks >= 1"), default=_G.ranks,
                    help="model ranks r (r = states is full rank)")
-    c = p.add_argument_group("cliff-walk (001 App. _C.5)")
+    c = p.add_argument_group("cliff-walk (Voelcker et al. 2025 App. _C.5)")
     c.add_argument("--cliff-size", type=_num(int, lambda v: v >= 3, "an integer >= 3"),
                    default=_C.size, help="grid side")
     c.add_argument("--cliff-probs", type=_list(float, lambda v: 0 <= v <= 1,

@@ -1,4 +1,5 @@
-"""The 5x5 stochastic cliff-walk and greedy policy iteration with learned models (``001`` App. C.5).
+"""The 5x5 stochastic cliff-walk and greedy policy iteration with learned models (Voelcker et al. 2025
+App. C.5).
 
 Grid (row, col), row 0 on top; start bottom-left, goal bottom-right, the cells between them on
 the bottom row are the cliff (Gymnasium's CliffWalking, shrunk to size x size):
@@ -10,7 +11,7 @@ the bottom row are the cliff (Gymnasium's CliffWalking, shrunk to size x size):
     S C C C G
 
 Actions 0 up, 1 right, 2 down, 3 left. The move goes in the intended direction with probability
-``p`` ("temp" in ``001`` App. C.5) and in each of the other three with (1 - p) / 3; moves off the
+``p`` ("temp" in Voelcker et al. 2025 App. C.5) and in each of the other three with (1 - p) / 3; moves off the
 grid stay put. Each step costs -1; stepping into the cliff costs -100 and puts the agent back at
 the start (as in Gymnasium). The goal is absorbing with reward 0. The cliff cells are never
 occupied; their rows copy the start's (the agent "is" back at the start), so every state has a

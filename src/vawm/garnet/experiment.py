@@ -1,5 +1,5 @@
-"""The sweeps: value error against temperature and rank (``001`` Fig. 2) and cliff-walk policy
-iteration (``001`` App. C.5).
+"""The sweeps: value error against temperature and rank (Voelcker et al. 2025 Fig. 2) and cliff-walk policy
+iteration (Voelcker et al. 2025 App. C.5).
 
 Work is split into groups, one per (experiment, loss, rank); a group trains all seeds x
 temperatures of its setting as one batch (``train.py``). Groups are independent and each runs
@@ -31,7 +31,8 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 @dataclass(frozen=True)
 class GarnetSettings:
-    """Garnet sweep of ``001`` §5 / Fig. 2 (sizes lost from the text: SPEC §1.2 defaults)."""
+    """Garnet sweep of Voelcker et al. 2025 §5 / Fig. 2 (its sizes were lost from the text: our
+    defaults, docs/faithfulness.md)."""
     states: int = 50
     successors: int = 5
     actions: int = 1
@@ -43,7 +44,7 @@ class GarnetSettings:
 
 @dataclass(frozen=True)
 class CliffSettings:
-    """5x5 stochastic cliff-walk with greedy policy iteration (``001`` App. C.5)."""
+    """5x5 stochastic cliff-walk with greedy policy iteration (Voelcker et al. 2025 App. C.5)."""
     size: int = 5
     probs: tuple[float, ...] = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3)
     ranks: tuple[int, ...] = (2, 5, 10, 25)

@@ -1,6 +1,6 @@
-"""The (m,b)-VAML family on finite MDPs (``001`` §3–4), as small pure functions.
+"""The (m,b)-VAML family on finite MDPs (Voelcker et al. 2025 §3–4), as small pure functions.
 
-Notation (``001`` §2–4; Farahmand 2018; Schrittwieser et al. 2020):
+Notation (Voelcker et al. 2025 §2–4; Farahmand 2018; Schrittwieser et al. 2020):
     P       true transition kernel, rows are the data's (state[, action]) pairs      [..., R, n]
     P_hat   model kernel, same rows                                                   [..., R, n]
     P_pi    policy-conditioned kernels (the lab's chain); equal to P when R = n       [..., n, n]
@@ -10,14 +10,15 @@ Notation (``001`` §2–4; Farahmand 2018; Schrittwieser et al. 2020):
 
 Two forms of every model loss:
   * sample forms (``*_samples``) take values of sampled model states, V(x_hat_k), k = 1..n, and
-    targets built from a sampled environment trajectory: the losses exactly as written in ``001``;
+    targets built from a sampled environment trajectory: the losses exactly as written in
+    Voelcker et al. 2025;
   * expected forms (``*_expected``) are their exact expectations over the model's samples for a
     categorical model, with the environment target replaced by its conditional mean (the
     environment's own sampling only adds a term that depends on neither model nor value). They
     are what the lab trains on: an infinitely large batch of the sample loss.
 The tests check each expected form against a Monte-Carlo average of its sample form.
 
-Readings where ``001``'s extracted text lost symbols (documented, see SPEC §1.2):
+Readings where Voelcker et al. 2025's extracted text lost symbols (docs/faithfulness.md):
   * eq. 2 sums j = 0..m; the j = 0 term is the value at the real start state (MuZero's k = 0),
     so (m, b) = (0, 1) is model-free TD as the paper says, and (1, 0) is sample IterVAML.
   * the bootstrapped target of step j is
@@ -67,30 +68,30 @@ def kl_loss(P: Tensor, logits: Tensor) -> Tensor:
 
 # --------------------------------------------------------------------------- IterVAML
 def itervaml_expectation(P_hat: Tensor, P: Tensor, V: Tensor) -> Tensor:
-    """IterVAML, expectation form (``001`` eq. 1; Farahmand 2018):
+    """IterVAML, expectation form (Voelcker et al. 2025 eq. 1; Farahmand 2018):
 
         L(P_hat) = mean_rows ( E_{x'~P_hat}[V(x')] - E_{x'~P}[V(x')] )^2,   V = sg(V)
 
-    Its zero set is the value-equivalent models for V (``001`` Prop. 1).
+    Its zero set is the value-equivalent models for V (Voelcker et al. 2025 Prop. 1).
     P_hat, P: [..., R, n]; V: [..., n] -> [...]
     """
     return ((_mv(P_hat, V) - _mv(P, V)) ** 2).mean(-1)
 
 
 def itervaml_samples(v_model: Tensor, y: Tensor) -> Tensor:
-    """IterVAML, n-sample form (``001`` eq. 1 with the inner expectation sampled):
+    """IterVAML, n-sample form (Voelcker et al. 2025 eq. 1 with the inner expectation sampled):
 
         L = ( 1/n sum_k V(x_hat_k) - y )^2,   x_hat_k ~ P_hat(.|x) iid,  y = V(x'), x' ~ P(.|x)
 
     In expectation over the model samples this is the expectation form plus Var_{P_hat}[V] / n
-    (``001`` eq. 3, Prop. 2): uncalibrated, it prefers low-variance models.
+    (Voelcker et al. 2025 eq. 3, Prop. 2): uncalibrated, it prefers low-variance models.
     v_model: [..., n] values of the model samples; y: [...] -> [...]
     """
     return (v_model.mean(-1) - y) ** 2
 
 
 def cvaml_samples(v_model: Tensor, y: Tensor) -> Tensor:
-    """Calibrated IterVAML (CVAML, ``001`` §4.2, Prop. 3), n >= 2 model samples:
+    """Calibrated IterVAML (CVAML, Voelcker et al. 2025 §4.2, Prop. 3), n >= 2 model samples:
 
         L = ( 1/n sum_k V(x_hat_k) - y )^2 - s^2 / n,   s^2 = 1/(n-1) sum_k (V(x_hat_k) - mean)^2
 
@@ -119,7 +120,7 @@ def itervaml_expected(P_hat: Tensor, y: Tensor, V: Tensor, n_samples: int,
 
 # --------------------------------------------------------------------------- (m,b)-VAML
 def bootstrap_targets(rewards: Tensor, v_bar: Tensor, m: int, b: int, gamma: float) -> Tensor:
-    """Targets of (m,b)-VAML from one environment trajectory x_0 .. x_{m+b} (``001`` eq. 2):
+    """Targets of (m,b)-VAML from one environment trajectory x_0 .. x_{m+b} (Voelcker et al. 2025 eq. 2):
 
         y_j = sum_{i=j}^{j+b-1} gamma^(i-j) r(x_i) + gamma^b V_bar(x_{j+b}),   j = 0..m
 
@@ -135,7 +136,7 @@ def bootstrap_targets(rewards: Tensor, v_bar: Tensor, m: int, b: int, gamma: flo
 
 
 def mb_vaml_samples(v_model: Tensor, targets: Tensor, calibrated: bool) -> Tensor:
-    """(m,b)-VAML (``001`` eq. 2) with n model rollouts, and its calibrated version (CVAML):
+    """(m,b)-VAML (Voelcker et al. 2025 eq. 2) with n model rollouts, and its calibrated version (CVAML):
 
         L = sum_{j=0}^{m} ( 1/n sum_k V(x_hat_j^k) - y_j )^2  [ - s_j^2 / n  if calibrated ]
 
@@ -173,7 +174,7 @@ def mb_vaml_expected(V: Tensor, V_bar: Tensor, P_hat: Tensor, P: Tensor, P_hat_p
         Y_j = P P_pi^(j-1) y_0,      y_0 = bellman_b(P_pi, r_pi, V_bar, b)
 
     The uncalibrated variance term pulls V towards equal values on states the model mixes
-    (``001`` Prop. 4): the MuZero loss is biased for the value with a stochastic model.
+    (Voelcker et al. 2025 Prop. 4): the MuZero loss is biased for the value with a stochastic model.
     V, V_bar, r_pi: [..., n]; P_hat, P: [..., R, n]; P_hat_pi, P_pi: [..., n, n] -> [...]
     """
     if m < 0 or b < 0:
@@ -197,7 +198,8 @@ def mb_vaml_expected(V: Tensor, V_bar: Tensor, P_hat: Tensor, P: Tensor, P_hat_p
 # --------------------------------------------------------------------------- value learning
 def model_td_loss(V: Tensor, P_hat_pi: Tensor, r_pi: Tensor, V_bar: Tensor,
                   gamma: float) -> Tensor:
-    """Model-based TD for the value (``001`` §5): mean_s (V(s) - r(s) - gamma (P_hat V_bar)(s))^2.
+    """Model-based TD for the value (Voelcker et al. 2025 §5):
+    mean_s (V(s) - r(s) - gamma (P_hat V_bar)(s))^2.
 
     The caller passes a detached P_hat_pi: this loss trains the value only. Expected over the
     model's next state; sampling it would change the loss by a constant, not its gradient.

@@ -1,18 +1,18 @@
-"""Garnet MDPs (``001`` §5, App. B) and exact policy evaluation.
+"""Garnet MDPs (Voelcker et al. 2025 §5, App. B) and exact policy evaluation.
 
 A Garnet (Bhatnagar et al. 2007) with ``n`` states, ``k`` successors per (state, action) and a
 softmax temperature ``tau``:
 
     succ(s, a)  = k states drawn uniformly without replacement
     w(s, a, s') ~ N(0, 1) for s' in succ(s, a), the floating-point minimum elsewhere
-    P(s'|s, a)  = softmax_s'(w(s, a, s') / tau)                     (``001`` App. B)
+    P(s'|s, a)  = softmax_s'(w(s, a, s') / tau)                     (Voelcker et al. 2025 App. B)
     r(s, a)     ~ N(0, 1)  ("normal", default)  or  U[0, 1]  ("uniform")
 
 tau -> 0 puts all mass on the successor with the largest weight (deterministic); tau -> inf makes
 the k successors equally likely. A fixed policy pi(a|s) turns it into the Markov chain the lab
 evaluates, P_pi(s'|s) = sum_a pi(a|s) P(s'|s, a) and r_pi(s) = sum_a pi(a|s) r(s, a), whose value
 is V = (I - gamma P_pi)^-1 r_pi. With the default of one action the policy is trivial and the
-Garnet *is* the chain, as in ``001`` §5 ("value estimation with a fixed policy").
+Garnet *is* the chain, as in Voelcker et al. 2025 §5 ("value estimation with a fixed policy").
 
 The weights, successors, rewards and policy are drawn once per seed, from a generator seeded with
 that seed alone, so seed 3 is the same MDP in a sweep of 10 seeds or of 100, and every temperature
@@ -90,7 +90,7 @@ def make_garnet(n_states: int, n_succ: int, seeds: Sequence[int], gamma: float =
 
 
 def garnet_transitions(succ: Tensor, weights: Tensor, temps: Tensor, n_states: int) -> Tensor:
-    """softmax(w / tau) over the successors, exactly zero elsewhere (``001`` App. B).
+    """softmax(w / tau) over the successors, exactly zero elsewhere (Voelcker et al. 2025 App. B).
 
     succ, weights: [S, ..., k]; temps: [T]  ->  [S, T, ..., n_states] (float64)
     """

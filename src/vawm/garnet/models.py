@@ -1,10 +1,11 @@
-"""Tabular models of a finite MDP (``001`` §5): low-rank softmax, full-rank softmax, deterministic.
+"""Tabular models of a finite MDP (Voelcker et al. 2025 §5): low-rank softmax, full-rank softmax,
+deterministic.
 
-    low rank:   P_hat = softmax(A B),  A [R, r], B [r, n]   (rank-r logits; ``001`` §5)
+    low rank:   P_hat = softmax(A B),  A [R, r], B [r, n]   (rank-r logits; Voelcker et al. 2025 §5)
     full rank:  P_hat = softmax(L),    L [R, n]
     deterministic: the one-hot of each row's argmax (a deterministic model: x' = f(x))
 
-A and B start from N(0, init_std^2) entries ("a very small standard deviation", ``001`` §5), so
+A and B start from N(0, init_std^2) entries ("a very small standard deviation", Voelcker et al. 2025 §5), so
 the initial model is close to uniform over all n states: high entropy. Each seed draws its own
 initial matrices from a generator seeded with that seed (offset from the MDP's stream); ranks
 are nested (rank r uses the first r columns of A and rows of B), so every rank and every loss of

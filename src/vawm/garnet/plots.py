@@ -1,5 +1,6 @@
-"""Figures of a sweep: value error against temperature, one panel per rank (``001`` Fig. 2), and
-the cliff-walk counterpart (``001`` Fig. 9). Lines are means over seeds, bands 95% t-intervals."""
+"""Figures of a sweep: value error against temperature, one panel per rank (Voelcker et al. 2025 Fig. 2), and
+the cliff-walk counterpart (Voelcker et al. 2025 Fig. 9). Lines are means over seeds, bands 95%
+t-intervals."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ One call trains a batch of G independent problems (seeds x temperatures x ...) w
 one rank: every tensor carries the batch dim G first and every loss is summed over it, so the
 gradients (and Adam's per-element updates) of different problems never mix.
 
-Who trains what (``001`` §5):
+Who trains what (Voelcker et al. 2025 §5):
   * ``mle``:       model by KL(P || P_hat); value by model-based TD.
   * ``itervaml``:  model by IterVAML, expectation form (eq. 1); value by model-based TD.
   * ``vaml-M-0``, ``cvaml-M-0`` (IterVAML family, b = 0): model only, value by model-based TD;
@@ -14,7 +14,7 @@ Who trains what (``001`` §5):
 Bootstrap targets use a target network V_bar, copied from V every ``target_every`` steps.
 Every loss is its exact expectation over the model's samples and the environment's next states
 (the ``*_expected`` forms of ``losses.py``): full-batch gradient descent on the population loss,
-whose minimisers are what calibration is about (``001`` Def. 1).
+whose minimisers are what calibration is about (Voelcker et al. 2025 Def. 1).
 
 Two ways to get the gradients, same numbers (``tests/test_garnet_train.py`` checks it):
   * ``autograd`` on ``loss_terms``, which calls the pure losses of ``losses.py``; any M.

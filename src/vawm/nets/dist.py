@@ -115,7 +115,7 @@ def categorical_entropy(logits: Tensor) -> Tensor:
 
 
 def kl_split(post_logits: Tensor, prior_logits: Tensor) -> tuple[Tensor, Tensor]:
-    """DreamerV3's KL balancing split (``000`` eq. 3/4 read as DreamerV3 does).
+    """DreamerV3's KL balancing split (VaR, anon. 2025, eq. 3/4 read as DreamerV3 does).
 
     Returns (dyn, rep), each [...]: ``dyn = KL[sg(q) || p]`` trains the prior only,
     ``rep = KL[q || sg(p)]`` trains the posterior (encoder) only. Both have the same value.

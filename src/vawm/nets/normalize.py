@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 
 class PercentileScale(nn.Module):
-    """S = EMA(Per(R, 95) - Per(R, 5), decay) with a lower limit (``000`` eq. 9, DreamerV3).
+    """S = EMA(Per(R, 95) - Per(R, 5), decay) with a lower limit (VaR, anon. 2025, eq. 9, DreamerV3).
 
     The two percentiles are tracked as separate EMAs (as DreamerV3 does); ``scale`` returns
     max(limit, high - low). Buffers live in the state dict, so checkpoints restore them.

@@ -1,7 +1,7 @@
 """Optimisers of the two DreamerV3 versions.
 
 * 2023: Adam with global-norm gradient clipping (``clip``), one optimiser per module group.
-* 2025 (``000`` Table 15): LaProp (eps 1e-20) with adaptive gradient clipping AGC(0.3).
+* 2025 (VaR, anon. 2025, Table 15): LaProp (eps 1e-20) with adaptive gradient clipping AGC(0.3).
 """
 
 from __future__ import annotations

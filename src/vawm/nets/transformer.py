@@ -1,4 +1,4 @@
-"""Post-LN causal transformer with a key/value cache: STORM's sequence model (``000`` Tables 10–12).
+"""Post-LN causal transformer with a key/value cache: STORM's sequence model (VaR, anon. 2025, Tables 10–12).
 
     x_{1:T} = LN(e_{1:T} + w_{1:T})                         learnable positional encoding (Table 10)
     x       = LN(x + Dropout(W_o MHSA(x)))                  post-LN block (Table 11)

@@ -1,40 +1,19 @@
-"""Dream critic, ``dream-critic`` (``002`` §3.2, §4.1–4.2).
+"""Dream critic, ``dream-critic`` (anon. 2026, §3.2, §4.1–4.2).
 
 A latent critic V_phi on the world model's posterior features, trained by temporal differences on
 *replayed* (real) transitions, whose loss is added to the world-model loss so that its gradient
 shapes the encoder and the dynamics:
 
-    L_critic = E[(V_phi(z_t) - (r_{t+1} + gamma V_phi(z_{t+1})))^2]           (``002`` §3.2)
+    L_critic = E[(V_phi(z_t) - (r_{t+1} + gamma V_phi(z_{t+1})))^2]           (anon. 2026, §3.2)
     L_dream  = L_base + lambda L_critic,   lambda = 0.5
 
 V_phi's parameters are returned by :meth:`DreamCritic.wm_parameters`, so they train with the world
 model's optimiser; it is a separate network from the actor-critic's critic.
 
-Readings (switches in :class:`DreamCriticConfig`):
-
-- Indexing: our replay stores with step t the reward r_t received on *arriving* at o_t, so the
-  reward of the transition z_t -> z_{t+1} (``002``'s r_t) is ``reward[:, t+1]``.
-- Input (``features``): ``002`` writes V_phi(z_t) yet says the critic's gradient reaches "both the
-  encoder and dynamics model"; in a VAE + LSTM z_t comes from the VAE encoder alone, so V_phi(z_t)
-  would send no gradient to the LSTM. By default (``post``) V_phi reads the posterior feature
-  ``Observed.post`` (s_t = (h_t, z_t) for ``rssm``, [z_t, h_t] for ``vae-lstm``), which reaches
-  both; ``latent`` is the literal V_phi(z_t) (the backbone's ``latent_slice`` of the feature).
-- Target: semi-gradient TD by default (``target=sg``): r + gamma V(z_{t+1}) is detached, feature
-  included, so only V(z_t) carries gradient (into V_phi, the encoder and the dynamics).
-  ``target=full`` differentiates the literal squared residual through both ends.
-- Episode boundaries: the transition t -> t+1 is dropped where ``is_first[t+1]`` (z_{t+1} starts a
-  new episode, so the pair is not a transition; time-limit truncations lose that one pair and are
-  never bootstrapped as terminals); where ``is_terminal[t+1]`` the target is r_{t+1} alone (no
-  bootstrap from a terminal state). The loss is the mean over the kept transitions of the batch.
-- "Imagined rollouts of horizon H = 15 evaluated by the dream critic": step 3 of §3.2 takes the
-  loss on actual experience, so the evaluation of dreams feeds no gradient. With ``imagine=true``
-  every ``imag_every`` updates we roll the world model out H steps with the current actor from
-  ``imag_starts`` posterior states (without gradient), evaluate V_phi on every imagined state and
-  log how consistent the dream is with the critic learned from real data:
-  ``dream_critic/imag_value`` (mean V_phi over imagined states), ``dream_critic/imag_td`` (mean
-  squared TD residual r^ + gamma c^ V(z^') - V(z^) along the dream, weighted by the predicted
-  continuation) and ``dream_critic/imag_gap`` (mean |H-step model return bootstrapped with V_phi
-  - V_phi(z_0)|). The actor-critic keeps its own critic for behaviour learning.
+Indexing: our replay stores with step t the reward r_t received on *arriving* at o_t, so the
+reward of z_t -> z_{t+1} is ``reward[:, t+1]``; no transition crosses an episode start, and a
+terminal z_{t+1} is not bootstrapped. Readings and switches (input features, semi-gradient
+target, the imagined-rollout diagnostics): docs/faithfulness.md.
 
 Logged every update: ``dream_critic/loss`` (L_critic), ``dream_critic/value`` (mean V_phi on the
 replayed states) and, through the loop, ``dream_critic/weighted`` (lambda L_critic).
@@ -57,17 +36,17 @@ from vawm.worldmodels.base import Observed
 
 @section("dream_critic")
 class DreamCriticConfig:
-    """Dream critic (``002`` §3.2, §4.1)."""
+    """Dream critic (anon. 2026, §3.2, §4.1)."""
     scale: Annotated[float, Min(0)] = 0.5     # lambda in L_dream = L_base + lambda L_critic
     gamma: Annotated[float, Range(0, 1, lo_open=True)] = 0.99
-    units: Annotated[int, Min(1)] = 64        # 2-layer MLP of 64 units, ReLU (``002`` §4.1)
+    units: Annotated[int, Min(1)] = 64        # 2-layer MLP of 64 units, ReLU (anon. 2026, §4.1)
     layers: Annotated[int, Min(0)] = 2
     act: Literal["silu", "elu", "relu", "tanh", "gelu"] = "relu"
     norm: Literal["layer", "rms", "none"] = "none"
     target: Literal["sg", "full"] = "sg"      # sg: semi-gradient TD | full: residual gradient
     features: Literal["post", "latent"] = "post"  # post: V_phi on the posterior feature | z_t only
     imagine: bool = True        # evaluate imagined rollouts with V_phi (diagnostics, no gradient)
-    horizon: Annotated[int, Min(0)] = 15      # H of those rollouts (``002`` §4.2)
+    horizon: Annotated[int, Min(0)] = 15      # H of those rollouts (anon. 2026, §4.2)
     imag_starts: Annotated[int, Min(0)] = 64  # posterior start states per rollout (0 = all B*T)
     imag_every: Annotated[int, Min(1)] = 1    # rollout every k world-model updates
 
@@ -101,7 +80,7 @@ def td_loss(value: Tensor, reward: Tensor, is_first: Tensor, is_terminal: Tensor
 # ---------------------------------------------------------------------------- the objective
 @register_objective("dream-critic")
 class DreamCritic(Objective):
-    """``002``'s dream critic: a latent TD critic whose loss trains the world model too."""
+    """anon. 2026's dream critic: a latent TD critic whose loss trains the world model too."""
 
     Config = DreamCriticConfig
 

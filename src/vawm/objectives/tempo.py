@@ -1,4 +1,4 @@
-"""TEMPO: bi-level meta weighting of the world model's per-step losses (``003`` §2.2–2.3, Alg. 1).
+"""TEMPO: bi-level meta weighting of the world model's per-step losses (Yuan et al. 2023 §2.2–2.3, Alg. 1).
 
   w_t = 0.5 sigmoid(N_alpha(h_t, s_t^post, s_t^prior, V(s_t^post), V(s_t^prior))) + 0.75  (eq. 5)
   lower:  theta minimises L_lower = mean_t w_t l_t,  l_t = -ELBO_t (the backbone's terms)  (eq. 6)
@@ -8,7 +8,7 @@
 
 with g_up = dL_upper/dtheta over the encoder + dynamics parameters, taken at the pre-update theta
 (eq. 9 evaluates it at theta instead of theta'), and N = B x T because our world model minimises
-the *mean* of its per-step terms. ``003`` writes the lower level as an ELBO to *maximise*
+the *mean* of its per-step terms. Yuan et al. 2023 writes the lower level as an ELBO to *maximise*
 (theta' = theta + eta dL/dtheta), so its eq. 9 reads alpha <- alpha - lambda g_up . d2L/dtheta
 dalpha; as a loss to minimise the look-ahead gradient carries a minus sign: descending L_upper
 *raises* w_t where c_t > 0 (a step on l_t alone would lower L_upper). The public code applies
@@ -36,27 +36,10 @@ Meta-gradient (``meta_grad``):
                they agree. A sample whose argmax flips between the re-runs would make l_t jump by
                O(1); such steps (and the rest of their sequence) get c_t = 0 (``tempo/fd_masked``).
                Keep e small (1e-4: no flips on the cpu preset; 1e-2 masks half the steps).
-Cost (cpu preset, 2 shared cores): a meta step adds the weighter's forward/backward, one backward
-for g_up and the mixed product (exact ~3-4 backward passes, finite_diff ~2 forward passes);
-``every=k`` amortises all but the weighter's forward over k updates.
-
-Choices where paper and public code differ (both are switches; defaults follow the code):
-  * layers: the code has 4 hidden dense layers + an output dense layer (= 5 dense layers, which may
-    be what App. C counts); BatchNorm on every layer including the output, always with batch
-    statistics (``track_running_stats=False`` keeps it so in ``eval()`` too), Keras' eps 1e-3.
-    Preset ``tempo-paper``: 5 hidden layers, BatchNorm after hidden layers only (``out_norm``).
-  * values: target critic (``value_source=slow``); we use the critic's mean (our twohot critic's
-    mode would be an argmax without gradient; DreamerV2's MSE critic has mode == mean). Post and
-    prior values are normalised together by batch statistics, differentiating through them as
-    Keras' BatchNorm does in training mode (``value_norm=batch``), or by a moving mean/variance
-    held constant (``value_norm=moving``, the paper's text).
-  * L_upper is a mean over (b, t), as in the code (eq. 4 sums; only the scale differs).
-  * weighter input: [post feature, prior feature, V_post, V_prior] (normalised values), detached.
-    Our features are (h, z), so h enters twice; through the first linear layer that is the same
-    function class as the paper's [h, s_post, s_prior, V, V]. (The code feeds the latents'
-    logits/means instead of samples.)
-  * Adam (lr 1e-4), global-norm clip 100, weight decay alpha <- (1 - 1e-6) alpha per step (code).
-    The meta gradient keeps its factor eta / N, so Adam's eps defaults to 1e-8.
+Cost: a meta step adds the weighter's forward/backward, one backward for g_up and the mixed
+product; ``every=k`` amortises all but the weighter's forward over k updates. Where the paper and
+its public code differ (weighter depth and BatchNorm, value source and normalisation, the sign,
+L_upper as a mean, the weighter's input), defaults follow the code: docs/faithfulness.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Value-alignment regularisation, ``var`` (``000`` §4.2, eq. 2–5).
+"""Value-alignment regularisation, ``var`` (VaR, anon. 2025, §4.2, eq. 2–5).
 
 The critic's value distribution V(v | s) (a 255-bin symlog twohot categorical) is evaluated at the
 posterior state s_t = (h_t, z_t ~ q) and at the prior state s~_t = (h_t, z~_t ~ p), and the two
@@ -8,27 +8,9 @@ are pulled together with a KL in the dyn/rep split of the world model's own KL l
     beta_var = 1 / max(1, sg(KL[q(z_t | h_t, o_t) || p(z_t | h_t)]))                    (eq. 5)
     L_world += 1[update >= warmup] * beta_var * L_var,   averaged over (b, t)            (eq. 2)
 
-Readings of ambiguous points (SPEC §1.2), each with its switch in :class:`VarConfig`:
-
-- eq. 4 writes sg() on *both* sides of the beta_rep term, which would give no gradient. As in
-  DreamerV3's KL split (and ``rssm``'s L_dyn), the dyn term stops the gradient of the posterior
-  side (it trains the prior state s~_t: the dynamics predictor and h_t) and the rep term stops the
-  gradient of the prior side (it trains the posterior state s_t: the encoder and h_t). The KL is
-  taken in eq. 4's direction, KL[V(s_t) || V(s~_t)] with the posterior's value distribution as the
-  reference, like KL[q || p] in eq. 3 (``direction=prior_post`` swaps the arguments, keeping which
-  side each term trains).
-- beta_var is computed per (batch, time) sample from that sample's KL (``per_sample=true``);
-  ``per_sample=false`` uses one weight from the batch-mean KL, 1 / max(1, mean KL).
-  ``weight=static`` replaces beta_var by the constant ``static_beta`` (``000`` Table 3: 0.5,
-  App. D: 50). The KL is the raw (un-clipped) posterior/prior KL the backbone reports.
-- The critic's parameters get no gradient from L_var: it is evaluated through
-  ``torch.func.functional_call`` with detached parameters, so gradients flow through the frozen
-  critic into the world-model states only, and the critic module itself is never modified (the
-  actor-critic update that follows is untouched). ``critic=slow`` uses the EMA critic instead.
-- "Training steps" of the warm-up are world-model updates: ``ctx.update`` counts the updates done
-  before this one, so the term is off for updates 0 .. warmup-1 and on from update ``warmup``.
-  During warm-up the term contributes nothing (zero loss, no graph); L_var is still evaluated
-  without gradient and logged, so its curve is comparable to the baseline's (``000`` Fig. 8).
+The critic's parameters get no gradient from L_var (it is called through
+``torch.func.functional_call`` with detached parameters); during warm-up the term is evaluated
+without gradient and logged only. Readings and switches: docs/faithfulness.md.
 
 Both critic evaluations run as one batched call on [2B, T, F], and eq. 4's two terms as one
 fused KL with analytic gradients (:func:`value_alignment`; :func:`value_kl_split` is the plain
@@ -59,8 +41,8 @@ NonNeg = Annotated[float, Min(0)]
 
 @section("var")
 class VarConfig:
-    """Value-alignment regularisation (``000`` eq. 2-5)."""
-    scale: NonNeg = 1.0         # extra factor on beta_var * L_var (1 in ``000``)
+    """Value-alignment regularisation (VaR, anon. 2025, eq. 2-5)."""
+    scale: NonNeg = 1.0         # extra factor on beta_var * L_var (1 in VaR (anon. 2025))
     warmup: Annotated[int, Min(0)] = 10_000   # world-model updates with L_var off (eq. 2: 1e4)
     weight: Literal["adaptive", "static"] = "adaptive"   # adaptive: 1/max(1, sg(KL)) (eq. 5)
     static_beta: NonNeg = 0.5   # Table 3 ablation: 0.5; App. D "large" weight: 50
@@ -69,7 +51,7 @@ class VarConfig:
     beta_dyn: NonNeg = 0.5      # eq. 4 dyn side: KL[sg(V(s)) || V(s~)], trains the prior state
     beta_rep: NonNeg = 0.1      # eq. 4 rep side: KL[V(s) || sg(V(s~))], trains the posterior state
     direction: Literal["post_prior", "prior_post"] = "post_prior"  # eq. 4 | swapped arguments
-    critic: Literal["critic", "slow"] = "critic"   # V_theta of eq. 4: online (``000``) | EMA critic
+    critic: Literal["critic", "slow"] = "critic"   # V_theta of eq. 4: online (VaR, anon. 2025) | EMA critic
 
 
 # ---------------------------------------------------------------------------- pure math
@@ -150,7 +132,7 @@ def adaptive_beta(kl: Tensor, per_sample: bool = True, floor: float = 1.0) -> Te
 # ---------------------------------------------------------------------------- the objective
 @register_objective("var")
 class ValueAlignment(Objective):
-    """``000``'s value-alignment regulariser on any backbone that exposes post/prior features."""
+    """VaR (anon. 2025)'s value-alignment regulariser on any backbone that exposes post/prior features."""
 
     Config = VarConfig
 

@@ -38,7 +38,7 @@ from vawm.report.sections import (
 )
 
 N_BINS = 40
-LAYOUT_ORDER = ("atari100k", "dmc", "ablation", "generic")   # 000 Tables 1, 2, 3, then others
+LAYOUT_ORDER = ("atari100k", "dmc", "ablation", "generic")   # VaR (anon. 2025) Tables 1, 2, 3, then others
 
 
 def _matrix(runs: list[Run], key: str, edges: np.ndarray, metrics: dict) -> np.ndarray:
@@ -102,7 +102,7 @@ def curve_section(exp: Experiment, g: Gathered, figdir: Path, refs: dict) -> lis
                              exp.methods, ncols=2)
         out += [_img("Aggregated over tasks (seeds with every task; 95% CI over seeds)", p, base),
                 ""]
-    caption = "Value-alignment diagnostics over training (`000` Fig. 8, 12)"
+    caption = "Value-alignment diagnostics over training (VaR, anon. 2025, Fig. 8, 12)"
     if diag and len(diag) <= 6:      # few tasks: one row per task, L_dyn | L_var | beta_var
         p = curves.plot_diagnostics(diag, figdir / f"{name}_diagnostics.png", exp.labels,
                                     exp.methods)
@@ -179,7 +179,7 @@ def load_cost_rows(paths: list[Path]) -> tuple[list[dict], list[str]]:
 
 
 def cost_section(rows: list[dict], atari_means: dict[str, float]) -> list[str]:
-    """``000`` Table 4 per (env, device), overheads against the same backbone's ``none``."""
+    """VaR (anon. 2025) Table 4 per (env, device), overheads against the same backbone's ``none``."""
     out = []
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
@@ -188,7 +188,7 @@ def cost_section(rows: list[dict], atari_means: dict[str, float]) -> list[str]:
         extra = {"Mean score on Atari 100k (ours)": {m: f"{v:.2f}" for m, v in
                                                      atari_means.items()}} if atari_means else None
         out += [f"**{env} on {device}**", "", tables.cost_table(rs, extra), ""]
-    out.append("Overheads in % against the same backbone without an objective. `000` Table 4 "
+    out.append("Overheads in % against the same backbone without an objective. VaR (anon. 2025) Table 4 "
                "(RTX 3090): Var costs +1.4% GPU memory and +1.1% wall-clock on DreamerV3 "
                "(4560 -> 4626 MB, 15.89 -> 16.06 h), STORM 5806 -> 5864 MB, 5.91 -> 6.04 h.")
     return out
@@ -286,7 +286,7 @@ def build_report(root: Path, out: Path, reps: int = 5000, seed: int = 0,
             doc += ["#### Curves", "", *curve_section(exp, g, figdir, refs), ""]
     cost_rows, bad = load_cost_rows(find_files(root, "*cost*.json", out))
     if cost_rows or bad:
-        doc += ["## Compute cost (`000` Table 4)", ""]
+        doc += ["## Compute cost (VaR, anon. 2025, Table 4)", ""]
         doc += cost_section(cost_rows, atari_means) if cost_rows else []
         doc += [f"Unreadable cost file (expected rows with backbone, objective, env, "
                 f"s_per_update, peak_rss_mb, peak_gpu_mb, device): {b}" for b in bad] + [""]

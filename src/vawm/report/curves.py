@@ -1,4 +1,4 @@
-"""Curves over training: return vs env steps, and the value-alignment diagnostics of ``000``
+"""Curves over training: return vs env steps, and the value-alignment diagnostics of VaR (anon. 2025)
 Fig. 8 and 12 (L_dyn, L_var, beta_var), as mean and 95% CI over seeds.
 
 Each run's logged values are averaged into bins of env steps (gaps between logged bins are
@@ -150,7 +150,7 @@ def _style(ax, title: str) -> None:
 
 def plot_diagnostics(rows: dict[str, tuple[np.ndarray, dict[str, dict[str, np.ndarray]]]],
                      path: Path, labels: dict[str, str], methods: list[str]) -> Path:
-    """``000`` Fig. 8/12: one row per task, one column per diagnostic (L_dyn, L_var, beta_var,
+    """VaR (anon. 2025) Fig. 8/12: one row per task, one column per diagnostic (L_dyn, L_var, beta_var,
     ...), one line per method. rows: task -> (bin centres, key -> method -> (seeds x bins))."""
     plt = _plt()
     keys = [(k, name) for k, name in DIAGNOSTICS if any(k in d for _, d in rows.values())]
@@ -204,7 +204,7 @@ def plot_intervals(est: dict[str, dict[str, tuple[float, float, float]]], path: 
 def plot_capacity(panels: dict[str, dict[str, list[tuple[int, float, float, int]]]], path: Path,
                   sizes: list[str], labels: dict[str, str], ylabel: str = "final return",
                   ncols: int = 4) -> Path:
-    """``000`` Fig. 2a: per task, final return against world-model size, one line per method
+    """VaR (anon. 2025) Fig. 2a: per task, final return against world-model size, one line per method
     family (e.g. DreamerV3 and DreamerV3 + Var) with mean ± std over seeds as error bars.
 
     panels: title -> family -> [(size index, mean, std, n seeds)]."""

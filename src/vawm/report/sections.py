@@ -1,5 +1,5 @@
 """The paper-layout sections of a report: what each experiment scored and what is missing
-(``Gathered``), then one function per layout (``000`` Tables 1-3, Fig. 2a; a generic table)."""
+(``Gathered``), then one function per layout (VaR, anon. 2025, Tables 1-3, Fig. 2a; a generic table)."""
 
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ def _ordered(names: list[str], order: list[str]) -> list[str]:
 
 def atari_section(exp: Experiment, g: Gathered, refs_all: dict, reps: int, seed: int,
                   figdir: Path | None) -> tuple[list[str], dict]:
-    """``000`` Table 1, the published comparison, and IQM / optimality gap with 95% CIs."""
+    """VaR (anon. 2025) Table 1, the published comparison, and IQM / optimality gap with 95% CIs."""
     refs = refs_all["games"]
     gmap = _game_map(g.envs, refs)
     games = _ordered(list(gmap.values()), list(refs))
@@ -126,7 +126,7 @@ def atari_section(exp: Experiment, g: Gathered, refs_all: dict, reps: int, seed:
                          f"{agg[m]['median']:.2f} / {p['median']:.2f}",
                          f"{agg[m]['superhuman']} / {p['superhuman']}"])
     if rows:
-        out += ["", "Against `000` Table 1 (ours / published):", "",
+        out += ["", "Against VaR (anon. 2025) Table 1 (ours / published):", "",
                 tables.markdown_table(["Method", "Games", "Mean", "Median", "Superhuman"], rows)]
     out += ["", *iqm_section(exp, g, gmap, refs, reps, seed, figdir)]
     return out, agg
@@ -175,7 +175,7 @@ def iqm_section(exp: Experiment, g: Gathered, gmap: dict[str, str], refs: dict, 
 
 
 def dmc_section(exp: Experiment, g: Gathered) -> list[str]:
-    """``000`` Table 2: visual and proprio columns per method, task mean and median."""
+    """VaR (anon. 2025) Table 2: visual and proprio columns per method, task mean and median."""
     ref = json.loads(resources.files("vawm.report").joinpath("data/dmc_reference.json")
                      .read_text())
     order = list(dict.fromkeys(ref["visual"] + ref["proprio"]))
@@ -203,11 +203,11 @@ def dmc_section(exp: Experiment, g: Gathered) -> list[str]:
         if grp in tasks:
             absent = [t for t in ref[key] if t not in tasks[grp]]
             if absent:
-                out.append(f"{grp}: {len(tasks[grp])} task(s) run; not run of `000` Table 2's "
+                out.append(f"{grp}: {len(tasks[grp])} task(s) run; not run of VaR (anon. 2025) Table 2's "
                            f"{len(ref[key])}: {', '.join(absent)}.")
             pub = ref["published"][key]
             items = [f"{v['label']} {v['mean']} / {v['median']}" for v in pub.values()]
-            out.append(f"{grp}, published task mean / median (`000` Table 2): "
+            out.append(f"{grp}, published task mean / median (VaR, anon. 2025, Table 2): "
                        + ", ".join(items) + ".")
     return out
 
@@ -217,7 +217,7 @@ SHARED_SCALE_SUITES = ("dmc", "dmc-pixels")
 
 
 def ablation_section(exp: Experiment, g: Gathered, refs: dict) -> list[str]:
-    """``000`` Table 3: one row per method, one column per task."""
+    """VaR (anon. 2025) Table 3: one row per method, one column per task."""
     atari = all(split_env(e)[0] == "atari100k" for e in g.envs)
     name = _game_map(g.envs, refs) if atari else {e: e for e in g.envs}
     tasks = [name[e] for e in g.envs]
@@ -232,7 +232,7 @@ def ablation_section(exp: Experiment, g: Gathered, refs: dict) -> list[str]:
 
 def capacity_section(exp: Experiment, g: Gathered, refs: dict, figdir: Path | None
                      ) -> list[str]:
-    """``000`` Fig. 2a: the ablation table of every (size, method) cell, then final return
+    """VaR (anon. 2025) Fig. 2a: the ablation table of every (size, method) cell, then final return
     against world-model size per task, one line per method family (backbone + objective)."""
     out = ablation_section(exp, g, refs)
     sizes = list(dict.fromkeys(exp.sizes[m] for m in exp.methods if m in exp.sizes))
@@ -263,7 +263,7 @@ def capacity_section(exp: Experiment, g: Gathered, refs: dict, figdir: Path | No
                                 fam_label)
     return [*out, "", _img("final return against world-model size (mean ± std over seeds)",
                            path, figdir.parent),
-            "", "Final evaluation return against world-model size (`000` Fig. 2a): mean ± std "
+            "", "Final evaluation return against world-model size (VaR, anon. 2025, Fig. 2a): mean ± std "
                 "over the seeds that finished, one line per method family."]
 
 

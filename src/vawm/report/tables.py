@@ -1,4 +1,4 @@
-"""Table math and markdown in the papers' layouts (``000`` Tables 1–4).
+"""Table math and markdown in the papers' layouts (VaR, anon. 2025, Tables 1–4).
 
 Inputs are plain dicts: ``means[method][task]`` is the mean final score over the seeds that
 finished, ``flags[method][task]`` is True where some expected seeds are missing (the cell gets a
@@ -55,7 +55,7 @@ def seed_stats(values: list[float]) -> tuple[float, float, int]:
 
 # ---------------------------------------------------------------------------- reference data
 def load_atari_reference() -> dict:
-    """The shipped Random/Human scores of the 26 Atari 100k games (and ``000``'s columns)."""
+    """The shipped Random/Human scores of the 26 Atari 100k games (and VaR (anon. 2025)'s columns)."""
     text = resources.files("vawm.report").joinpath("data/atari_reference.json").read_text()
     return json.loads(text)
 
@@ -71,7 +71,7 @@ def reference_game(task: str, refs: dict[str, dict]) -> str | None:
 
 
 def task_title(task: str) -> str:
-    """``ball_in_cup-catch`` -> ``Ball In Cup Catch`` (``000`` Table 2's task names)."""
+    """``ball_in_cup-catch`` -> ``Ball In Cup Catch`` (VaR, anon. 2025, Table 2's task names)."""
     return " ".join(w.capitalize() for w in re.split(r"[-_ ]+", task) if w)
 
 
@@ -122,11 +122,11 @@ def _head(methods: list[str], labels: dict[str, str]) -> list[str]:
     return [labels.get(m, m) for m in methods]
 
 
-# ---------------------------------------------------------------------------- 000 Table 1
+# ---------------------------------------------------------------------------- VaR (anon. 2025) Table 1
 def atari_table(means: dict[str, dict[str, float]], flags: dict[str, dict[str, bool]],
                 methods: list[str], baselines: dict[str, str | None], refs: dict[str, dict],
                 games: list[str], labels: dict[str, str] | None = None) -> tuple[str, dict]:
-    """``000`` Table 1: Game | Random | Human | one column per method (a method with a
+    """VaR (anon. 2025) Table 1: Game | Random | Human | one column per method (a method with a
     baseline shows its % change against it); then Superhuman, Mean and Median of the
     human-normalised scores with absolute changes. Returns (markdown, aggregates by method)."""
     labels = labels or {}
@@ -162,7 +162,7 @@ def atari_table(means: dict[str, dict[str, float]], flags: dict[str, dict[str, b
     return markdown_table(["Game", "Random", "Human", *_head(methods, labels)], rows), agg
 
 
-# ---------------------------------------------------------------------------- 000 Table 2
+# ---------------------------------------------------------------------------- VaR (anon. 2025) Table 2
 def fmt_steps(n: int | None) -> str:
     """500000 -> ``500K``, 1000000 -> ``1M``."""
     if n is None:
@@ -178,7 +178,7 @@ def dmc_table(columns: list[tuple[str, str]], means: dict[tuple[str, str], dict[
               flags: dict[tuple[str, str], dict[str, bool]], baselines: dict[str, str | None],
               tasks: dict[str, list[str]], steps: dict[tuple[str, str], str],
               labels: dict[str, str] | None = None) -> str:
-    """``000`` Table 2: Task | one column per (input, method), e.g. (Visual, rssm); a row of
+    """VaR (anon. 2025) Table 2: Task | one column per (input, method), e.g. (Visual, rssm); a row of
     environment steps; per-task scores (% against the baseline); Task mean and Task median.
     ``tasks[group]`` lists the tasks expected of a group; a task it lacks shows ``—``."""
     labels = labels or {}
@@ -210,11 +210,11 @@ def dmc_table(columns: list[tuple[str, str]], means: dict[tuple[str, str], dict[
     return markdown_table(header, rows)
 
 
-# ---------------------------------------------------------------------------- 000 Table 3
+# ---------------------------------------------------------------------------- VaR (anon. 2025) Table 3
 def ablation_table(means: dict[str, dict[str, float]], flags: dict[str, dict[str, bool]],
                    methods: list[str], baselines: dict[str, str | None], tasks: list[str],
                    labels: dict[str, str] | None = None, digits: int = 1) -> str:
-    """``000`` Table 3: one row per method, one column per task, % against the baseline."""
+    """VaR (anon. 2025) Table 3: one row per method, one column per task, % against the baseline."""
     labels = labels or {}
     rows = []
     for m in methods:
@@ -266,9 +266,9 @@ def generic_table(stats: dict[str, dict[str, tuple[float, float, int]]],
     return markdown_table(["Task", *_head(methods, labels)], rows)
 
 
-# ---------------------------------------------------------------------------- 000 Table 4
+# ---------------------------------------------------------------------------- VaR (anon. 2025) Table 4
 def cost_table(rows: list[dict], extra: dict[str, dict[str, str]] | None = None) -> str:
-    """``000`` Table 4 from benchmark rows ``{backbone, objective, env, s_per_update,
+    """VaR (anon. 2025) Table 4 from benchmark rows ``{backbone, objective, env, s_per_update,
     peak_rss_mb, peak_gpu_mb, device}`` of one (env, device): one column per method; each value
     with its overhead in % against the same backbone's ``none`` (for seconds per update the
     benchmark's own ``overhead_pct``, a median of paired ratios, when given). ``extra`` adds rows

@@ -3,7 +3,7 @@
 A sweep file (see ``experiments/*.yaml`` and ``docs/sweeps.md``)::
 
     name: atari100k                 # default: the file's stem
-    description: 000 Table 1
+    description: VaR (anon. 2025) Table 1
     layout: atari100k               # report layout: atari100k | dmc | ablation | capacity | generic
     compute: {cells: 520, ...}      # free-form statement of the expected compute
     defaults: {preset: atari100k, steps: 400000, set: {run.eval_episodes: 10}}

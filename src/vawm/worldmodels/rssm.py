@@ -5,9 +5,12 @@
     dynamics         z~_t ~ p(z~_t | h_t)
     decoder / heads  o_t, r_t (255-bin symlog twohot), c_t (Bernoulli)  from s_t = (h_t, z_t)
 
-Loss (``000`` eq. 3):  beta_pred L_pred + beta_dyn max(1, KL[sg(q) || p]) + beta_rep max(1, KL[q || sg(p)])
-with free bits per (batch, time) sample. ``000`` writes sg() on both sides of the rep term; we read it
-as DreamerV3 does (SPEC): dyn stops the posterior's gradient, rep stops the prior's.
+Loss (VaR, anon. 2025, eq. 3), free bits per (batch, time) sample:
+
+    beta_pred L_pred + beta_dyn max(1, KL[sg(q) || p]) + beta_rep max(1, KL[q || sg(p)])
+
+VaR (anon. 2025) writes sg() on both sides of the rep term; we read it as DreamerV3 does: dyn stops
+the posterior's gradient, rep stops the prior's (docs/faithfulness.md).
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ Pos = Annotated[int, Min(1)]
 
 @section("rssm")
 class RSSMConfig:
-    """DreamerV3 RSSM (Hafner et al. 2023/2025; the 2025 values are ``000`` Table 15)."""
+    """DreamerV3 RSSM (Hafner et al. 2023/2025; the 2025 values are VaR (anon. 2025) Table 15)."""
     deter: Pos = 256            # GRU state h_t
     hidden: Pos = 256           # width of the img/obs layers around the GRU
     stoch: Pos = 32             # number of categorical latents

@@ -1,4 +1,4 @@
-"""STORM's transformer state-space model (``tssm``; Zhang et al. 2023): ``000`` App. L.1, Tab. 7–14.
+"""STORM's transformer state-space model (``tssm``; Zhang et al. 2023): VaR (anon. 2025) App. L.1, Tab. 7–14.
 
     encoder     z_t ~ q(z_t | o_t)                    CNN (Conv+BN+ReLU, 32-64-128-256, Table 7)
                                                       or MLP; 32 x 32 categorical, 1% unimix,
@@ -36,15 +36,9 @@ give 1024 starts). Positions: replayed tokens sit at their chunk index 0..T-1 (a
 is left-padded, so its context takes positions 0..C-1 and the rollout C..C+H-1 (as STORM's), and
 the acting window (``act_context`` tokens) likewise ends at position act_context-1.
 
-Deviations and switches (each documented at its config field, ``TSSMConfig``):
-* ``episode_mask`` (default on): attention never crosses an episode start; STORM's code lets it.
-* ``act_latent=posterior`` (default): act on the encoded current frame; STORM's code acts on a prior
-  sample predicted from the previous frames (``prior``).
-* ``free_bits=batch`` follows STORM's code (free bits on the batch-mean KL); ``sample`` is
-  DreamerV3's per-(b, t) clamp.
-* Imagination and acting run in eval mode (dropout off, BatchNorm running statistics), as STORM's.
-* Vector observations (not in STORM) use symlog inputs and MLP encoder/decoder (LN + ReLU).
-* The learned ``h0`` (above) and the zero-initialised reward output layer (DreamerV3's) are ours.
+Imagination and acting run in eval mode (dropout off, BatchNorm running statistics), as STORM's.
+Deviations from STORM's code and their switches (episode mask, acting latent, free bits,
+imagination start): docs/faithfulness.md.
 """
 
 from __future__ import annotations
@@ -79,7 +73,7 @@ NonNeg = Annotated[float, Min(0)]
 
 @section("tssm")
 class TSSMConfig:
-    """STORM transformer state-space model (Zhang et al. 2023; ``000`` App. L.1, Tables 7-14)."""
+    """STORM transformer state-space model (Zhang et al. 2023; VaR (anon. 2025) App. L.1, Tables 7-14)."""
     stoch: Pos = 32             # categorical latents (32 x 32, Table 7)
     classes: Pos = 32
     unimix: Annotated[float, Range(0, 1, hi_open=True)] = 0.01   # uniform mix in the latents

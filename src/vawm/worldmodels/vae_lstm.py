@@ -1,10 +1,10 @@
-"""World Models' VAE + LSTM (``vae-lstm``), the baseline of ``002`` §3.1, §4.1 (Ha & Schmidhuber).
+"""World Models' VAE + LSTM (``vae-lstm``), the baseline of anon. 2026 §3.1, §4.1 (Ha & Schmidhuber).
 
     VAE encoder  z_t  ~ q(z_t | o_t) = N(mu_q, std_q)   2-layer ReLU MLP (CNN for images)
     VAE decoder  o^_t = g(z_t)                           2-layer ReLU MLP (deconvs for images)
     LSTM (M)     h_t  = LSTM(h_{t-1}, [z_{t-1}, a_{t-1}])  128 units; h = c = 0 at episode starts
     prediction   z~_t ~ p(z_t | h_t) = N(mu_p, std_p)   linear on h_t (World Models' MDN, K=1)
-    reward       r^_t = w . [z_t, h_t] + b               linear (``002`` §4.1)
+    reward       r^_t = w . [z_t, h_t] + b               linear (anon. 2026, §4.1)
     continue     c^_t = sigmoid(MLP([z_t, h_t]))         (deviation, see below)
 
 Features of a state (what actor, critic and objectives read) are [z_t, h_t] as in World Models'
@@ -13,32 +13,19 @@ the LSTM's prediction of the same step from the history before o_t. Imagination 
 
 Loss per (batch, time) step, weights w_t multiplying every term before free bits:
 
-    L_t = recon_t + beta KL[q(z_t|o_t) || N(0, I)] + reward_t + dyn_t + cont_t   (``002`` L_base)
+    L_t = recon_t + beta KL[q(z_t|o_t) || N(0, I)] + reward_t + dyn_t + cont_t   (anon. 2026, L_base)
     recon_t = ||g(z_t) - o_t||^2 (sum over dims)     reward_t = (r^_t - r_t)^2
     dyn_t   = KL[sg(q(z_t|o_t)) || p(z_t|h_t)] (``dyn_loss=kl``) or -ln p(sg(z_t)|h_t) (``nll``)
     beta    = linear from beta_start (1.0) to beta_end (0.1) over ``beta_anneal`` world-model
               updates, at the update ``observe(batch, step)`` is told (``Observed.step``), so a
               re-run of ``observe`` or ``loss`` for the same update uses the same beta.
 
-Readings and deviations (each a switch in ``VAELSTMConfig`` where cheap):
-- ``002`` writes L_base without a term for the dynamics, yet its LSTM "predicts next latent states".
-  We add ``dyn`` (weight ``dyn_scale``). ``kl`` is the closed form of World Models' MDN negative
-  log-likelihood of the VAE's latent (same gradient for the predictor in expectation, no sampling
-  noise); ``nll`` is that likelihood on one sample. One Gaussian instead of a 5-component mixture.
-- The target of ``dyn`` is stop-gradient (the VAE is not pulled towards the LSTM, as in World Models
-  where V is trained before M); the LSTM's *inputs* z_{t-1} are not detached (as in ``rssm``).
-- The VAE, LSTM and heads train jointly with one optimiser (World Models trains V, then M).
-- A continue head (Bernoulli, BCE) is added so imagined CartPole rollouts can end; without it
-  (``cont_head=false``) cont = 1 and every imagined state looks alive.
-- std = softplus(raw) + ``min_std`` (World Models: exp(logvar / 2)) for numerical safety.
-- A replayed chunk starts from h = c = 0 (like ``rssm``); where that reset is artificial (t = 0 and
-  not ``is_first``) the dyn term is masked to 0, since no history predicts that z.
-- Gaussian latents have no logits: ``Observed.post_logits`` / ``prior_logits`` are None.
-  ``Observed.kl`` = KL[q(z_t|o_t) || p(z_t|h_t)] [B, T] (with gradient on both sides) is what
-  value-aware objectives (``var``'s beta_var) read; the Gaussian parameters are in the
-  backbone's own ``Observed.extras`` (``post_mean``, ``post_std``, ``prior_mean``, ``prior_std``).
+A replayed chunk starts from h = c = 0 (like ``rssm``); where that reset is artificial (t = 0 and
+not ``is_first``) the dyn term is masked to 0. ``Observed.kl`` = KL[q(z_t|o_t) || p(z_t|h_t)]
+is what value-aware objectives read. Readings and deviations (the dyn term, the continue head,
+the std parameterisation): docs/faithfulness.md.
 
-Prediction error (``002`` §4.3, Table 1, Fig. 2): for vector observations ``observe`` also returns
+Prediction error (anon. 2026, §4.3, Table 1, Fig. 2): for vector observations ``observe`` also returns
 ``extras["pred_err"]`` [B, T], the MSE between g(mean of p(z_t | h_t)) and o_t wherever h_t has a
 real predecessor (``extras["pred_valid"]``), logged as ``wm/pred_mse``; :func:`next_obs_error`
 scores held-out sequences the same way.
@@ -65,31 +52,31 @@ NonNeg = Annotated[float, Min(0)]
 
 @section("vae_lstm")
 class VAELSTMConfig:
-    """World Models VAE + LSTM (Ha & Schmidhuber 2018, as the baseline of ``002`` §3.1, §4.1)."""
+    """World Models VAE + LSTM (Ha & Schmidhuber 2018, as the baseline of anon. 2026 §3.1, §4.1)."""
     latent: Pos = 32            # z_t, diagonal Gaussian
     hidden: Pos = 256           # VAE MLP width (2 layers, ReLU); also the continue head's width
     layers: Annotated[int, Min(0)] = 2   # hidden layers of the VAE encoder / decoder MLPs
     lstm: Pos = 128             # h_t
-    beta_start: NonNeg = 1.0    # KL weight annealed beta_start -> beta_end (``002`` §4.2)
+    beta_start: NonNeg = 1.0    # KL weight annealed beta_start -> beta_end (anon. 2026, §4.2)
     beta_end: NonNeg = 0.1
     beta_anneal: Annotated[int, Min(0)] = 10_000   # world-model updates of the linear annealing
-    free_nats: NonNeg = 0.0     # World Models' kl_tolerance; 0 = off (``002`` has none)
+    free_nats: NonNeg = 0.0     # World Models' kl_tolerance; 0 = off (anon. 2026, has none)
     min_std: Annotated[float, Min(0, strict=True)] = 0.01   # std = softplus(raw) + min_std
     dyn_loss: Literal["kl", "nll"] = "kl"   # kl: KL[sg(q) || p] | nll: -ln p(sg(z)) (MDN, K=1)
     recon_scale: NonNeg = 1.0
     reward_scale: NonNeg = 1.0
-    dyn_scale: NonNeg = 1.0     # the next-latent prediction loss (absent from ``002`` eq. L_base)
+    dyn_scale: NonNeg = 1.0     # the next-latent prediction loss (absent from anon. 2026 eq. L_base)
     cont_scale: NonNeg = 1.0
-    cont_head: bool = True      # deviation: ``002`` has no continue head; false -> cont = 1
+    cont_head: bool = True      # deviation: anon. 2026 has no continue head; false -> cont = 1
     imag_temp: NonNeg = 1.0     # World Models' temperature tau of the dream's latent samples
-    symlog: bool = False        # symlog vector inputs / reconstruction targets (not in ``002``)
+    symlog: bool = False        # symlog vector inputs / reconstruction targets (not in anon. 2026)
     cnn_depth: Pos = 32         # image VAE: 4 stride-2 convs of depth x (1, 2, 4, 8), ReLU
 
 
 # ---------------------------------------------------------------------------- small pure math
 def kl_beta(update: int, start: float = 1.0, end: float = 0.1, anneal: int = 10_000) -> float:
     """KL weight after ``update`` world-model updates: linear from ``start`` to ``end`` over
-    ``anneal`` updates, then constant (``002`` §4.2: 0.1, annealed from 1.0)."""
+    ``anneal`` updates, then constant (anon. 2026, §4.2: 0.1, annealed from 1.0)."""
     if anneal <= 0:
         return end
     frac = min(max(update, 0) / anneal, 1.0)
@@ -115,7 +102,7 @@ def gaussian_nll(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
 
 def vae_terms(target: Tensor, recon: Tensor, mean: Tensor, std: Tensor, event_dims: int = 1
               ) -> tuple[Tensor, Tensor]:
-    """The VAE's two terms (``002`` L_recon, L_KL): squared error summed over the ``event_dims``
+    """The VAE's two terms (anon. 2026, L_recon, L_KL): squared error summed over the ``event_dims``
     trailing observation axes, and KL[q(z|o) || N(0, I)] summed over the latent axis."""
     dims = tuple(range(-event_dims, 0))
     return (recon - target).pow(2).sum(dims), std_normal_kl(mean, std)
