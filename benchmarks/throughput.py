@@ -31,6 +31,8 @@ from pathlib import Path
 
 import torch
 
+from vawm.state import tree_map
+
 DEFAULT_PRESET = {"rssm": "cpu", "tssm": "storm-cpu", "vae-lstm": "cartpole-vae-lstm"}
 
 
@@ -117,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     n = batch["reward"].numel()
     if cfg.agent.imag_starts and cfg.agent.imag_starts < n:
         idx = torch.randperm(n, device=device)[: cfg.agent.imag_starts]
-        start = type(start)(*(getattr(start, f)[idx] for f in start.__dataclass_fields__))
+        start = tree_map(lambda t: t[idx], start)
         n = cfg.agent.imag_starts
     policy = lambda f: agent.ac.actor(f).sample()  # noqa: E731
 

@@ -14,6 +14,7 @@ from vawm.config import OBJECTIVES, build_config
 from vawm.nets.dist import symlog
 from vawm.nets.optim import Optim
 from vawm.nets.transformer import CausalTransformer, causal_mask, segment_mask
+from vawm.state import tree_map
 from vawm.worldmodels import build_backbone
 from vawm.worldmodels.tssm import TSSM, TSSMStart
 
@@ -122,7 +123,7 @@ def test_imagination_uses_the_context():
 # ---------------------------------------------------------------------------- shapes
 @pytest.mark.parametrize("kind", ["vector", "image"])
 def test_shapes(kind):
-    from vawm.state import carry_from_tensors, carry_to_tensors, tree_map
+    from vawm.state import carry_from_tensors, carry_to_tensors
     cfg, info, wm = make(kind)
     B, T, c = 3, 8, cfg.tssm
     batch = fake_batch(info, B, T)
@@ -136,7 +137,7 @@ def test_shapes(kind):
     W = c.context + 1
     assert obs.start.z.shape == (B * T, W, S * C) and obs.start.valid.shape == (B * T, W)
     idx = torch.tensor([0, 5, 23, 7])        # the agent subsamples starts by indexing each field
-    start = type(obs.start)(*(getattr(obs.start, f)[idx] for f in obs.start.__dataclass_fields__))
+    start = tree_map(lambda t: t[idx], obs.start)
     pol = lambda f: F.one_hot(torch.randint(0, 3, f.shape[:-1]), 3).float()  # noqa: E731
     im = wm.imagine(start, pol, 5)
     assert im.feat.shape == (6, 4, F_) and im.action.shape == (6, 4, 3)

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from vawm.config import ConfigError, build_config
+from vawm.state import tree_map
 from vawm.worldmodels import build_backbone
 from vawm.worldmodels.base import Observed
 from vawm.worldmodels.vae_lstm import (
@@ -159,7 +160,7 @@ def test_imagine_shapes_and_subsampled_start():
     B, T, H, A = 2, 5, 4, 2
     obs = m.observe(make_batch(B, T))
     idx = torch.tensor([0, 3, 7])
-    start = type(obs.start)(*(getattr(obs.start, f)[idx] for f in obs.start.__dataclass_fields__))
+    start = tree_map(lambda t: t[idx], obs.start)
     policy = lambda f: F.one_hot(torch.randint(0, A, f.shape[:-1]), A).float()
     imag = m.imagine(start, policy, H)
     assert imag.feat.shape == (H + 1, 3, m.feat_dim)

@@ -1,11 +1,14 @@
-"""Run-directory outputs while training: metrics.jsonl + TensorBoard, and the returns plot."""
+"""Run-directory outputs while training: metrics.jsonl + TensorBoard, the returns plot, the
+progress bar and the package versions of the summary."""
 
 from __future__ import annotations
 
 import json
+import platform
 from pathlib import Path
 
 import numpy as np
+import torch
 
 
 class MetricLogger:
@@ -70,3 +73,18 @@ def plot_returns(run_dir: Path, episodes: list, ev: dict) -> None:
     fig.tight_layout()
     fig.savefig(run_dir / "returns.png", dpi=100)
     plt.close(fig)
+
+
+def versions() -> dict:
+    import gymnasium
+
+    import vawm
+    return {"vawm": vawm.__version__, "torch": torch.__version__, "numpy": np.__version__,
+            "gymnasium": gymnasium.__version__, "python": platform.python_version()}
+
+
+def progress_bar(enabled: bool, total: int, initial: int):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, mininterval=1.0)

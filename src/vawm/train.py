@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import platform
 import signal
 import sys
 import threading
@@ -31,7 +30,7 @@ from vawm.agent import Agent, NonFiniteLossError, resolve_device
 from vawm.config import Config, save_config, to_dict
 from vawm.driver import Driver
 from vawm.envs import action_repeat, env_info
-from vawm.logger import MetricLogger, plot_returns
+from vawm.logger import MetricLogger, plot_returns, progress_bar, versions
 from vawm.replay import Replay
 from vawm.state import rng_state, seed_everything, set_rng_state
 
@@ -196,7 +195,7 @@ class Trainer:
             self.replay.clear_chunks()      # a fresh start in an old run directory
             self.acting.reset()
         stop = _StopFlag()
-        bar = _progress(self.progress, cfg.steps, self.env_steps)
+        bar = progress_bar(self.progress, cfg.steps, self.env_steps)
         t_upd, n_upd = time.time(), 0
         try:
             while self.env_steps < cfg.steps:
@@ -258,21 +257,6 @@ class Trainer:
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         plot_returns(self.run_dir, self.episodes, ev)
         return summary
-
-
-def versions() -> dict:
-    import gymnasium
-
-    import vawm
-    return {"vawm": vawm.__version__, "torch": torch.__version__, "numpy": np.__version__,
-            "gymnasium": gymnasium.__version__, "python": platform.python_version()}
-
-
-def _progress(enabled: bool, total: int, initial: int):
-    if not enabled:
-        return None
-    from tqdm import tqdm
-    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, mininterval=1.0)
 
 
 __all__ = ["Trainer", "Agent", "NonFiniteLossError", "RunInterrupted", "evaluate_policy", "CKPT"]
