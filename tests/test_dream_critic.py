@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import types
 
@@ -10,7 +11,13 @@ import torch
 
 from vawm.config import ConfigError, build_config
 from vawm.objectives import Context, build_objective
-from vawm.objectives.dream_critic import DreamCritic, DreamCriticConfig, td_errors, td_loss
+from vawm.objectives.dream_critic import (
+    DreamCritic,
+    DreamCriticConfig,
+    dream_targets,
+    td_errors,
+    td_loss,
+)
 
 INFO = {"obs_kind": "vector", "obs_shape": (4,), "discrete": True, "action_dim": 2}
 
@@ -84,8 +91,13 @@ def test_loss_on_backbone_and_gradient_reaches_encoder(preset):
         target = r[:, 1:] + cfg.dream_critic.gamma * (~term[:, 1:]) * v[:, 1:]
         keep = ~first[:, 1:]
         hand = ((target - v[:, :-1])[keep] ** 2).mean()
-    assert out.metrics["dream_critic/loss"].item() == pytest.approx(hand.item(), rel=1e-5)
-    assert out.losses["weighted"].item() == pytest.approx(0.5 * hand.item(), rel=1e-5)
+    # k = 0 of the dream loss is the TD error on the real posterior states
+    assert out.metrics["dream_critic/loss_real"].item() == pytest.approx(hand.item(), rel=1e-5)
+    post_only = DreamCritic(dataclasses.replace(obj.cfg, loss="posterior"), agent.wm.feat_dim)
+    post_only.load_state_dict(obj.state_dict())
+    ref = post_only.contribute(obs, Context(agent.wm, agent.ac, 0, batch))
+    assert ref.metrics["dream_critic/loss"].item() == pytest.approx(hand.item(), rel=1e-5)
+    assert ref.losses["weighted"].item() == pytest.approx(0.5 * hand.item(), rel=1e-5)
     out.losses["weighted"].backward()
     enc = [p.grad for p in agent.wm.encoder.parameters() if p.grad is not None]
     assert enc and sum(g.abs().sum() for g in enc) > 0                 # shapes the encoder
@@ -131,9 +143,10 @@ def test_short_training_run(tmp_path):
 
 def test_latent_features_switch_reads_z_alone():
     grads = {}
-    for features in ("post", "latent"):
+    for features, loss in (("post", "posterior"), ("latent", "posterior"), ("latent", "dream")):
         cfg, agent = _agent("vae-lstm-tiny", **{"dream_critic.features": features,
-                                                "dream_critic.imagine": "false"})
+                                                "dream_critic.imagine": "false",
+                                                "dream_critic.loss": loss})
         obj, wm = agent.objective, agent.wm
         z_dim = cfg.vae_lstm.latent
         assert obj.net.body[0].linear.in_features == (z_dim if features == "latent"
@@ -147,9 +160,68 @@ def test_latent_features_switch_reads_z_alone():
         obs = wm.observe(batch)
         out = obj.contribute(obs, Context(wm, agent.ac, 0, batch))
         out.losses["weighted"].backward()
-        grads[features] = sum(float(p.grad.abs().sum()) for p in wm.lstm.parameters()
-                              if p.grad is not None)
-    # V(z_t) of a VAE + LSTM reaches the encoder only; V([z_t, h_t]) reaches the LSTM too
-    assert grads["latent"] == 0.0 and grads["post"] > 0.0
+        grads[features, loss] = sum(float(p.grad.abs().sum()) for p in wm.lstm.parameters()
+                                    if p.grad is not None)
+    # on real states V(z_t) of a VAE + LSTM reaches the encoder only, V([z_t, h_t]) the LSTM too;
+    # on states imagined by the LSTM (loss=dream) even V(z~) reaches the LSTM
+    assert grads["latent", "posterior"] == 0.0 and grads["post", "posterior"] > 0.0
+    assert grads["latent", "dream"] > 0.0
     with pytest.raises(ConfigError, match="dream_critic.features"):
         DreamCritic(DreamCriticConfig(features="z"), 8)
+
+
+def test_dream_loss_by_hand_and_it_trains_the_dynamics(monkeypatch):
+    """Rollouts along the replayed actions, valued by V_phi, regressed on real TD targets; the
+    prior/dynamics get the critic's gradient (with loss=posterior they get none)."""
+    import vawm.worldmodels.rssm as rssm
+    mode = lambda logits: torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).to(
+        logits.dtype) + logits - logits.detach()          # deterministic latents, same gradient path
+    monkeypatch.setattr(rssm, "sample_categorical_st", mode)
+    H = 3
+    cfg, agent = _agent("tiny", **{"dream_critic.horizon": H, "dream_critic.imagine": "false"})
+    wm, obj, batch = agent.wm, agent.objective, _batch(cfg)
+    torch.manual_seed(5)
+    obs = wm.observe(batch)
+    torch.manual_seed(6)
+    out = obj.contribute(obs, Context(wm, agent.ac, 0, batch))
+    B, T = batch["reward"].shape
+    torch.manual_seed(6)
+    with torch.no_grad():                              # by hand, one start at a time
+        v = obj.value(obs.post)
+        r, first, term = batch["reward"], batch["is_first"], batch["is_terminal"]
+        errs = []
+        for b in range(B):
+            for t in range(T):
+                s = type(obs.start)(obs.start.deter[b * T + t][None], obs.start.stoch[b * T + t][None])
+                for k in range(H + 1):
+                    j1 = t + k + 1
+                    if k > 0:
+                        s = wm.img_step(s, batch["action"][b, min(t + k - 1, T - 1)][None])
+                    if j1 >= T or first[b, t + 1:j1 + 1].any():
+                        continue
+                    y = r[b, j1] + 0.99 * (~term[b, j1]) * v[b, j1]
+                    errs.append((obj.value(s.feat())[0] - y) ** 2)
+    hand = torch.stack(errs).mean()
+    assert out.metrics["dream_critic/loss"].item() == pytest.approx(hand.item(), rel=1e-4)
+    out.losses["weighted"].backward()
+    prior = [wm.img_logits.weight, wm.img_in.linear.weight]
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in prior)
+    # the posterior-only TD loss sends nothing to the prior head
+    cfg, agent = _agent("tiny", **{"dream_critic.loss": "posterior", "dream_critic.imagine": "false"})
+    obs = agent.wm.observe(batch)
+    agent.objective.contribute(obs, Context(agent.wm, agent.ac, 0, batch)).losses["weighted"].backward()
+    assert agent.wm.img_logits.weight.grad is None
+
+
+def test_dream_targets_masks():
+    v = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    r = torch.tensor([[0.0, 10.0, 20.0, 30.0]])
+    first = torch.tensor([[False, False, True, False]])
+    term = torch.tensor([[False, True, False, False]])
+    target, mask = dream_targets(v, r, first, term, 0.5, 2)
+    assert target.shape == mask.shape == (3, 1, 4)
+    # k = 0: t=0 -> j+1 = 1 (terminal: r only); t=1 -> j+1 = 2 starts an episode; t=2 -> 3
+    assert mask[0, 0].tolist() == [1, 0, 1, 0] and target[0, 0, 0] == 10.0
+    assert target[0, 0, 2] == 30.0 + 0.5 * 4.0
+    # k = 1 from t = 0 reaches j+1 = 2, across the episode start: masked
+    assert mask[1, 0].tolist() == [0, 0, 0, 0] and mask[2].sum() == 0

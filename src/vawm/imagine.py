@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 from vawm.state import tree_map
+from vawm.worldmodels.base import ReplayActions
 
 
 class ImagineError(ValueError):
@@ -59,16 +60,7 @@ def value_saliency(decode: Callable[[Tensor], Tensor], value: Callable[[Tensor],
     return jvp.abs()
 
 
-class OpenLoop:
-    """A "policy" for ``Backbone.imagine`` that replays given actions [H+1, N, A] in order."""
-
-    def __init__(self, actions: Tensor):
-        self.actions, self.k = actions, 0
-
-    def __call__(self, feat: Tensor) -> Tensor:
-        a = self.actions[min(self.k, len(self.actions) - 1)]
-        self.k += 1
-        return a
+OpenLoop = ReplayActions   # imagined rollouts along the real actions
 
 
 @torch.no_grad()

@@ -1,11 +1,19 @@
 """Dream critic, ``dream-critic`` (anon. 2026, §3.2, §4.1–4.2).
 
-A latent critic V_phi on the world model's posterior features, trained by temporal differences on
-*replayed* (real) transitions, whose loss is added to the world-model loss so that its gradient
-shapes the encoder and the dynamics:
+A latent critic V_phi whose TD loss is added to the world-model loss, so that its gradient
+shapes the encoder and the dynamics. §3.2: imagined trajectories are generated from encoded
+states, the critic evaluates every imagined state, and the gap to targets from *actual*
+experience trains it (and, through the imagined states, the dynamics). With ``loss=dream`` (the
+default) the world model rolls H steps along the *replayed* actions from every encoded state s_t:
 
-    L_critic = E[(V_phi(z_t) - (r_{t+1} + gamma V_phi(z_{t+1})))^2]           (anon. 2026, §3.2)
+    s^_{t,0} = s_t,   s^_{t,k+1} = f(s^_{t,k}, a_{t+k})                 (the dynamics, with gradient)
+    y_{t+k}  = r_{t+k+1} + gamma (1 - term_{t+k+1}) sg(V_phi(s_{t+k+1}))   (real reward, real next state)
+    L_critic = mean over valid (t, k), k = 0..H, of (V_phi(s^_{t,k}) - y_{t+k})^2
     L_dream  = L_base + lambda L_critic,   lambda = 0.5
+
+(k = 0 is the plain TD error on the posterior state; a pair is valid while t+k+1 lies in the
+replayed chunk and in s_t's episode). ``loss=posterior`` keeps only k = 0 (the TD loss on real
+posterior features: no gradient reaches the prior/dynamics).
 
 V_phi's parameters are returned by :meth:`DreamCritic.wm_parameters`, so they train with the world
 model's optimiser; it is a separate network from the actor-critic's critic.
@@ -45,8 +53,10 @@ class DreamCriticConfig:
     norm: Literal["layer", "rms", "none"] = "none"
     target: Literal["sg", "full"] = "sg"      # sg: semi-gradient TD | full: residual gradient
     features: Literal["post", "latent"] = "post"  # post: V_phi on the posterior feature | z_t only
-    imagine: bool = True        # evaluate imagined rollouts with V_phi (diagnostics, no gradient)
-    horizon: Annotated[int, Min(0)] = 15      # H of those rollouts (anon. 2026, §4.2)
+    loss: Literal["dream", "posterior"] = "dream"  # dream: TD on rollouts along replayed actions
+    starts: Annotated[int, Min(0)] = 0        # loss=dream: start states per update (0 = all B*T)
+    imagine: bool = True        # evaluate policy rollouts with V_phi (diagnostics, no gradient)
+    horizon: Annotated[int, Min(0)] = 15      # H of the rollouts (anon. 2026, §4.2)
     imag_starts: Annotated[int, Min(0)] = 64  # posterior start states per rollout (0 = all B*T)
     imag_every: Annotated[int, Min(1)] = 1    # rollout every k world-model updates
 
@@ -68,6 +78,27 @@ def td_errors(value: Tensor, reward: Tensor, is_first: Tensor, is_terminal: Tens
     delta = target - value[:, :-1]
     mask = (~is_first[:, 1:].bool()).to(value.dtype)
     return delta, mask
+
+
+def dream_targets(value: Tensor, reward: Tensor, is_first: Tensor, is_terminal: Tensor,
+                  gamma: float, horizon: int) -> tuple[Tensor, Tensor]:
+    """TD targets from actual experience for the states imagined k = 0..H steps after each start.
+
+    value (V_phi at the real posterior states), reward, is_first, is_terminal: [B, T]. Returns
+    target [H+1, B, T] with target[k, b, t] = r_{j+1} + gamma (1 - term_{j+1}) V_{j+1}, j = t+k,
+    and mask [H+1, B, T]: 1 where j+1 < T and no episode starts in (t, j+1].
+    """
+    B, T = value.shape
+    dev = value.device
+    j1 = torch.arange(T, device=dev)[None] + torch.arange(horizon + 1, device=dev)[:, None] + 1
+    inside = j1 < T                                                     # [H+1, T]
+    j1 = j1.clamp(max=T - 1)
+    seg = torch.cumsum(is_first.long(), 1)                              # [B, T] episode index
+    same = seg[:, j1] == seg[:, None, :]                                # [B, H+1, T]
+    cont = 1.0 - is_terminal.to(value.dtype)
+    target = reward.to(value.dtype)[:, j1] + gamma * cont[:, j1] * value[:, j1]   # [B, H+1, T]
+    mask = (same & inside[None]).to(value.dtype)
+    return target.transpose(0, 1), mask.transpose(0, 1)
 
 
 def td_loss(value: Tensor, reward: Tensor, is_first: Tensor, is_terminal: Tensor, gamma: float,
@@ -105,12 +136,40 @@ class DreamCritic(Objective):
     def contribute(self, obs: Observed, ctx: Context) -> Contribution:
         c, b = self.cfg, ctx.batch
         v = self.value(obs.post)                                        # [B, T]
-        loss = td_loss(v, b["reward"], b["is_first"], b["is_terminal"], c.gamma,
-                       stop_grad=c.target == "sg")
-        metrics = {"dream_critic/loss": loss.detach(), "dream_critic/value": v.detach().mean()}
+        metrics = {"dream_critic/value": v.detach().mean()}
+        if c.loss == "dream" and c.horizon > 0:
+            loss, metrics["dream_critic/loss_real"] = self.dream_loss(obs, ctx, v)
+        else:
+            loss = td_loss(v, b["reward"], b["is_first"], b["is_terminal"], c.gamma,
+                           stop_grad=c.target == "sg")
+        metrics["dream_critic/loss"] = loss.detach()
         if c.imagine and c.horizon > 0 and ctx.update % max(1, c.imag_every) == 0:
             metrics.update(self.evaluate_dreams(obs, ctx))
         return Contribution(losses={"weighted": c.scale * loss}, metrics=metrics)
+
+    def dream_loss(self, obs: Observed, ctx: Context, v_post: Tensor) -> tuple[Tensor, Tensor]:
+        """L_critic over rollouts of H steps along the replayed actions (module docstring);
+        also returns its k = 0 part (the TD error on the real posterior states)."""
+        c, b = self.cfg, ctx.batch
+        B, T = v_post.shape
+        H = c.horizon
+        target, mask = dream_targets(v_post if c.target == "full" else v_post.detach(),
+                                     b["reward"], b["is_first"].bool(), b["is_terminal"], c.gamma,
+                                     H)                                 # [H+1, B, T]
+        idx = torch.arange(B * T, device=v_post.device)
+        if c.starts and c.starts < B * T:
+            idx = torch.randperm(B * T, device=v_post.device)[: c.starts]
+        t = idx % T
+        steps = (t[None] + torch.arange(H, device=idx.device)[:, None]).clamp(max=T - 1)
+        actions = b["action"].float()[idx // T][torch.arange(len(idx)), steps]   # [H, N, A]
+        start = tree_map(lambda x: x[idx], obs.start)
+        feat = ctx.backbone.rollout(start, actions)                     # [H+1, N, F]
+        v_img = self.value(feat)                                        # [H+1, N]
+        target, mask = target.flatten(1)[:, idx], mask.flatten(1)[:, idx]
+        err = mask * (v_img - target).pow(2)
+        loss = err.sum() / mask.sum().clamp(min=1.0)
+        real = (err[0].sum() / mask[0].sum().clamp(min=1.0)).detach()
+        return loss, real
 
     @torch.no_grad()
     def evaluate_dreams(self, obs: Observed, ctx: Context) -> dict[str, Tensor]:

@@ -95,6 +95,17 @@ class Backbone(nn.Module):
         feat = torch.stack(feats, 0)                                  # [H+1, N, F]
         return Imagined(feat, torch.stack(actions, 0), self.reward_mean(feat), self.cont_prob(feat))
 
+    def rollout(self, start: Any, actions: Tensor) -> Tensor:
+        """Features [H+1, N, F] of the states the dynamics reach from ``start`` under the given
+        actions [H, N, A], differentiable through the dynamics *and* the start state (index 0
+        is the start). The default serves recurrent backbones (``img_step``)."""
+        s = start
+        feats = [s.feat()]
+        for a in actions:
+            s = self.img_step(s, a)
+            feats.append(s.feat())
+        return torch.stack(feats, 0)
+
     def img_step(self, state: Any, action: Tensor) -> Any:
         """s_t, a_t -> the prior state s~_{t+1} (recurrent backbones; see ``imagine``)."""
         raise NotImplementedError
@@ -135,3 +146,16 @@ def register_backbone(name: str, config_key: str | None = None):
         BACKBONES[name] = cls
         return cls
     return deco
+
+
+class ReplayActions:
+    """A "policy" for ``Backbone.imagine`` that plays given actions [H(+1), N, A] in order (the
+    last one again once they run out)."""
+
+    def __init__(self, actions: Tensor):
+        self.actions, self.k = actions, 0
+
+    def __call__(self, feat: Tensor) -> Tensor:
+        a = self.actions[min(self.k, len(self.actions) - 1)]
+        self.k += 1
+        return a

@@ -65,7 +65,13 @@ from vawm.nets.dist import (
 from vawm.nets.layers import MLP, ActionMixer, BNConvDecoder, BNConvEncoder, conv_stages
 from vawm.nets.transformer import CausalTransformer, KVCache, causal_mask, segment_mask
 from vawm.settings import ConfigError, Min, Range, section
-from vawm.worldmodels.base import Backbone, Imagined, Observed, register_backbone
+from vawm.worldmodels.base import (
+    Backbone,
+    Imagined,
+    Observed,
+    ReplayActions,
+    register_backbone,
+)
 
 Pos = Annotated[int, Min(1)]
 NonNeg = Annotated[float, Min(0)]
@@ -337,6 +343,11 @@ class TSSM(Backbone):
             feat = torch.stack(feats, 0)                                 # [H+1, N, F]
             return Imagined(feat, torch.stack(actions, 0), self.reward_mean(feat),
                             self.cont_prob(feat))
+
+    def rollout(self, start: TSSMStart, actions: Tensor) -> Tensor:
+        """Rollout under given actions through the KV cache (eval mode). The start window's
+        latents are detached in ``observe``: the gradient reaches the dynamics, not the encoder."""
+        return self.imagine(start, ReplayActions(actions), actions.shape[0], grad=True).feat
 
     # ------------------------------------------------------------------ acting
     def initial_carry(self, n: int) -> tuple[TSSMCarry, Tensor]:
