@@ -61,3 +61,13 @@ def test_loss_weights_multiply_before_free_bits():
               + c.beta_rep * torch.clamp(w * t["rep"], min=c.free_nats)).mean()
     got, _ = m.loss(o, w)
     assert torch.allclose(got, expect)
+
+
+def test_head_depth_follows_the_size_preset():
+    """DreamerV3 2023's sizes set every MLP's depth, the reward and continue heads included."""
+    for size, depth in (("xs", 1), ("s", 2), ("m", 3)):
+        cfg = build_config(size).rssm
+        assert cfg.head_layers == cfg.layers == depth
+        m = RSSM(cfg, (4,), 2, False)
+        for head in (m.reward_head, m.cont_head):
+            assert sum(isinstance(x, torch.nn.Linear) for x in head.modules()) == depth + 1
