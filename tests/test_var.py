@@ -248,3 +248,18 @@ def test_build_objective_and_short_training_run(tmp_path):
     assert logged and all(k in logged[-1] for k in ("var/beta", "var/kl_dyn", "var/weighted",
                                                     "wm/loss_dyn"))
     assert logged[-1]["var/active"] > 0
+
+
+def test_betas_are_the_backbones_unless_set():
+    """eq. 4 uses eq. 3's symbols: beta_dyn / beta_rep follow the backbone's KL weights."""
+    from vawm.objectives import build_objective
+    v2023 = build_objective(build_config("tiny", {"objective": "var"}), None)
+    assert (v2023.beta_dyn, v2023.beta_rep) == (0.5, 0.1)
+    v2025 = build_objective(build_config("tiny2025", {"objective": "var"}), None)
+    assert (v2025.beta_dyn, v2025.beta_rep) == (1.0, 0.1)
+    own = build_objective(build_config("tiny2025", {"objective": "var"}, ["var.beta_dyn=0.3"]),
+                          None)
+    assert (own.beta_dyn, own.beta_rep) == (0.3, 0.1)
+    vae = build_objective(build_config("tiny", {"objective": "var", "backbone": "vae-lstm"}),
+                          None)
+    assert (vae.beta_dyn, vae.beta_rep) == (0.5, 0.1)

@@ -48,8 +48,10 @@ class VarConfig:
     static_beta: NonNeg = 0.5   # Table 3 ablation: 0.5; App. D "large" weight: 50
     per_sample: bool = True     # eq. 5 per (batch, time) sample; False: 1/max(1, batch-mean KL)
     kl_floor: Annotated[float, Min(0, strict=True)] = 1.0   # the 1 in max(1, KL) of eq. 5
-    beta_dyn: NonNeg = 0.5      # eq. 4 dyn side: KL[sg(V(s)) || V(s~)], trains the prior state
-    beta_rep: NonNeg = 0.1      # eq. 4 rep side: KL[V(s) || sg(V(s~))], trains the posterior state
+    # eq. 4 reuses eq. 3's beta_dyn / beta_rep: None takes the backbone's (rssm/tssm ``beta_dyn``,
+    # ``beta_rep``; 0.5 / 0.1, DreamerV3 2023's, for a backbone without them)
+    beta_dyn: NonNeg | None = None   # dyn side: KL[sg(V(s)) || V(s~)], trains the prior state
+    beta_rep: NonNeg | None = None   # rep side: KL[V(s) || sg(V(s~))], trains the posterior state
     direction: Literal["post_prior", "prior_post"] = "post_prior"  # eq. 4 | swapped arguments
     critic: Literal["critic", "slow"] = "critic"   # V_theta of eq. 4: online (VaR, anon. 2025) | EMA critic
 
@@ -136,13 +138,18 @@ class ValueAlignment(Objective):
 
     Config = VarConfig
 
-    def __init__(self, cfg: VarConfig):
+    def __init__(self, cfg: VarConfig, backbone_betas: tuple[float, float] = (0.5, 0.1)):
         super().__init__()
         self.cfg = cfg
+        self.beta_dyn = backbone_betas[0] if cfg.beta_dyn is None else cfg.beta_dyn
+        self.beta_rep = backbone_betas[1] if cfg.beta_rep is None else cfg.beta_rep
 
     @classmethod
     def from_config(cls, cfg, backbone) -> ValueAlignment:
-        return cls(cfg.var)
+        from vawm.worldmodels import BACKBONES
+        wm = getattr(cfg, BACKBONES[cfg.backbone].config_key, None)
+        betas = (getattr(wm, "beta_dyn", 0.5), getattr(wm, "beta_rep", 0.1))
+        return cls(cfg.var, betas)
 
     def value_logits(self, critic: torch.nn.Module, post: Tensor, prior: Tensor
                      ) -> tuple[Tensor, Tensor]:
@@ -164,7 +171,7 @@ class ValueAlignment(Objective):
         critic = ctx.agent.slow_critic if c.critic == "slow" else ctx.agent.critic
         with torch.enable_grad() if active else torch.no_grad():
             v_post, v_prior = self.value_logits(critic, obs.post, obs.prior)
-            l_var, kl = value_alignment(v_post, v_prior, c.beta_dyn, c.beta_rep,
+            l_var, kl = value_alignment(v_post, v_prior, self.beta_dyn, self.beta_rep,
                                         c.direction)                    # eq. 4, [B, T] each
             beta = self.beta(obs)                                       # [B, T] or []
             weighted = c.scale * (beta * l_var).mean() if active else None
