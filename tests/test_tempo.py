@@ -28,8 +28,8 @@ from vawm.worldmodels.base import Observed
 from vawm.worldmodels.rssm import RSSM
 
 
-def _batch(B=3, T=5, D=4, A=2, dtype=torch.float32):
-    g = torch.Generator().manual_seed(1)
+def _batch(B=3, T=5, D=4, A=2, dtype=torch.float32, seed=1):
+    g = torch.Generator().manual_seed(seed)
     act = torch.nn.functional.one_hot(torch.randint(0, A, (B, T), generator=g), A).to(dtype)
     z = torch.zeros(B, T, dtype=torch.bool)
     return {"obs": torch.randn(B, T, D, generator=g, dtype=dtype), "action": act,
@@ -37,7 +37,7 @@ def _batch(B=3, T=5, D=4, A=2, dtype=torch.float32):
             "is_last": z.clone(), "is_terminal": z.clone()}
 
 
-def _setup(*sets, dtype=torch.float32):
+def _setup(*sets, dtype=torch.float32, batch_seed=1):
     """Tiny RSSM + actor-critic (critic made non-trivial) + TEMPO, and a Context for update 0."""
     cfg = build_config("tiny", sets=["tempo.units=16", "tempo.layers=2", *sets])
     torch.manual_seed(0)
@@ -47,7 +47,7 @@ def _setup(*sets, dtype=torch.float32):
         torch.nn.init.normal_(ac.critic.net.out.weight, std=0.5)
     ac.slow_critic.load_state_dict(ac.critic.state_dict())
     tempo = Tempo(cfg.tempo, wm.feat_dim).to(dtype)
-    b = _batch(dtype=dtype)
+    b = _batch(dtype=dtype, seed=batch_seed)
     return cfg, wm, ac, tempo, b, Context(wm, ac, 0, b, cfg.optim.model_lr)
 
 
@@ -209,6 +209,55 @@ def test_meta_step_lowers_upper_loss_after_the_world_model_step(smooth):
         after = _lookahead_upper(wm, tempo, ctx, b, w_after, 0.01)
         results[sign] = after - before
     assert results["lookahead"] < 0 < results["public_code"]
+
+
+@pytest.mark.parametrize("sign", ["lookahead", "public_code"])
+def test_meta_step_sign_on_ten_batches(smooth, sign):
+    """At a look-ahead step small enough for the first-order expansion, the meta step lowers
+    L_upper-after-the-world-model-step on every one of 10 random batches (the public code's sign
+    raises it on every one): the sign does not hang on one lucky batch."""
+    changes = []
+    for seed in range(10):
+        cfg, wm, ac, tempo, b, ctx = _setup("rssm.cont_scale=0", "rssm.free_nats=0.01",
+                                            f"tempo.sign={sign}", "tempo.lr=1e-4",
+                                            "tempo.lookahead_lr=1e-3", dtype=torch.float64,
+                                            batch_seed=100 + seed)
+        obs, v_post, v_prior, _ = _prepare(tempo, wm, ctx, b)
+        w_before = tempo.weights(obs, v_post, v_prior).detach()
+        tempo.contribute(obs, ctx)
+        w_after = tempo.weights(obs, v_post, v_prior).detach()
+        changes.append(_lookahead_upper(wm, tempo, ctx, b, w_after, 1e-3)
+                       - _lookahead_upper(wm, tempo, ctx, b, w_before, 1e-3))
+    assert all(c < 0 for c in changes) if sign == "lookahead" else all(c > 0 for c in changes), \
+        changes
+
+
+@pytest.mark.parametrize("backbone", ["rssm", "tssm", "vae-lstm"])
+def test_weighter_moves_at_the_papers_settings(backbone):
+    """tempo-paper (App. C: 4 hidden + output dense layers, Adam eps 1e-5, Alg. 1's meta gradient)
+    moves the weighter on every backbone; Alg. 1's gradient is the look-ahead one times N/eta."""
+    from vawm.agent import Agent
+    from vawm.replay import random_batch
+    info = {"obs_kind": "vector", "obs_shape": (4,), "discrete": True, "action_dim": 2}
+    moved, norm = {}, {}
+    for scale in ("alg1", "lookahead"):
+        cfg = build_config("tiny,tempo-paper", {"backbone": backbone, "objective": "tempo"},
+                           ["tempo.units=32", f"tempo.meta_scale={scale}"])
+        assert cfg.tempo.eps == 1e-5 and cfg.tempo.layers == 4 and not cfg.tempo.out_norm
+        torch.manual_seed(0)
+        agent = Agent(cfg, info)
+        with torch.no_grad():                  # a trained critic: values that differ by state
+            torch.nn.init.normal_(agent.ac.critic.net.out.weight, std=0.5)
+        agent.ac.slow_critic.load_state_dict(agent.ac.critic.state_dict())
+        before = [p.detach().clone() for p in agent.objective.weighter.parameters()]
+        norm[scale] = agent.train_step(random_batch(cfg, info, seed=0))["tempo/meta_gradnorm"]
+        for k in range(1, 3):
+            agent.train_step(random_batch(cfg, info, seed=k))
+        moved[scale] = max(float((p.detach() - q).abs().max()) for p, q in
+                           zip(agent.objective.weighter.parameters(), before, strict=True))
+    assert moved["alg1"] > 5e-5, moved                   # ~lr per Adam step, not weight decay
+    N = cfg.run.batch_size * cfg.run.batch_length
+    assert norm["alg1"] == pytest.approx(norm["lookahead"] * N / cfg.optim.model_lr, rel=1e-3)
 
 
 def test_meta_step_sign_with_sampled_latents():

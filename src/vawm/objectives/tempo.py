@@ -36,6 +36,11 @@ Meta-gradient (``meta_grad``):
                they agree. A sample whose argmax flips between the re-runs would make l_t jump by
                O(1); such steps (and the rest of their sequence) get c_t = 0 (``tempo/fd_masked``).
                Keep e small (1e-4: no flips on the cpu preset; 1e-2 masks half the steps).
+Scale: Adam is invariant to the meta gradient's scale except through its eps. The look-ahead
+gradient carries eta / N (~1e-9..1e-5 per element at initialisation on the tiny presets), which
+App. C's eps 1e-5 would swamp (a nearly frozen weighter); Alg. 1 line 8 has neither factor, so
+``tempo-paper`` (eps 1e-5) uses ``meta_scale=alg1`` and the code-following default keeps eps 1e-8.
+
 Cost: a meta step adds the weighter's forward/backward, one backward for g_up and the mixed
 product; ``every=k`` amortises all but the weighter's forward over k updates. Where the paper and
 its public code differ (weighter depth and BatchNorm, value source and normalisation, the sign,
@@ -79,6 +84,10 @@ class TempoConfig:
     value_norm: Literal["batch", "moving"] = "batch"   # post + prior together | moving (§2.3)
     norm_decay: Annotated[float, Range(0, 1, hi_open=True)] = 0.99   # moving: EMA decay
     sign: Literal["lookahead", "public_code"] = "lookahead"   # descend dL_upper(theta')/dalpha
+    # lookahead: the first-order look-ahead gradient -(eta/N) sum_t c_t dw_t/dalpha; alg1: Alg. 1
+    # line 8's product g_up . d2(sum_t w_t l_t)/dtheta dalpha, without eta and 1/N (N/eta larger;
+    # it matters only through Adam's eps)
+    meta_scale: Literal["lookahead", "alg1"] = "lookahead"
 
 
 class MetaWeighter(nn.Module):
@@ -211,14 +220,17 @@ class _ObserveLoss(nn.Module):
         return step_losses(self.m, obs, weights), obs.post
 
 
-def meta_surrogate(w: Tensor, c: Tensor, eta: float) -> Tensor:
+def meta_surrogate(w: Tensor, c: Tensor, eta: float, scale: str = "lookahead") -> Tensor:
     """A scalar whose alpha-gradient is the look-ahead gradient dL_upper(theta')/dalpha (eq. 8-9).
 
     theta' = theta - eta d/dtheta mean_t(w_t l_t) gives
-    dL_upper(theta')/dalpha ~ -(eta / N) sum_t c_t dw_t/dalpha.
+    dL_upper(theta')/dalpha ~ -(eta / N) sum_t c_t dw_t/dalpha. ``scale=alg1`` drops eta / N:
+    Alg. 1 line 8 multiplies g_up by d2L_lower/dtheta dalpha of the *summed* lower loss, with no
+    look-ahead step in it (same direction, N / eta times larger).
     """
     # w: [B, T] (with a graph to alpha), c: [B, T]
-    return -(eta / w.numel()) * (c.detach() * w).sum()
+    factor = 1.0 if scale == "alg1" else eta / w.numel()
+    return -factor * (c.detach() * w).sum()
 
 
 def _rng_state(device: torch.device):
@@ -307,7 +319,7 @@ class Tempo(Objective):
         """One Adam step of alpha on the look-ahead gradient; returns its norm before clipping."""
         sign = 1.0 if self.cfg.sign == "lookahead" else -1.0
         self.opt.zero_grad(set_to_none=True)
-        (sign * meta_surrogate(w, c, eta)).backward()
+        (sign * meta_surrogate(w, c, eta, self.cfg.meta_scale)).backward()
         params = list(self.weighter.parameters())
         norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.clip)
         with torch.no_grad():
