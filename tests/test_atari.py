@@ -184,3 +184,24 @@ def test_reset_with_seed_reproduces_a_fresh_env(sticky, first_seed):
     for (oa, ra), (ob, rb) in zip(_rollout(used, actions), _rollout(fresh, actions), strict=True):
         np.testing.assert_array_equal(oa, ob)
         assert ra == rb
+
+
+def test_frame_cap_can_be_terminal_as_in_dreamerv3():
+    cfg = EnvConfig(max_episode_frames=20, noop_max=0, time_limit_terminal=True)
+    env = make_env("atari100k:Pong", 3, cfg)
+    env.reset()
+    done = False
+    while not done:
+        _, _, terminated, truncated, _ = env.step(0)
+        done = terminated or truncated
+    assert terminated and not truncated
+
+
+def test_each_backbones_atari_preset_follows_its_reference():
+    """DreamerV3 leaves lives unused and ends at the frame cap as terminal; STORM's code treats a
+    life loss as terminal and truncates at the cap."""
+    from vawm.config import build_config
+    dreamer = build_config("atari100k").env_cfg
+    assert not dreamer.life_loss_signal and dreamer.time_limit_terminal
+    storm = build_config("storm").env_cfg
+    assert storm.life_loss_signal and not storm.time_limit_terminal

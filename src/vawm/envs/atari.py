@@ -10,7 +10,8 @@ Protocol (README "Environments"; every choice is an ``EnvConfig`` field):
 - ``info["life_loss"]`` is True on the step where the lives counter drops (training
   envs with ``life_loss_signal`` only); the episode goes on until game over;
 - ``max_episode_frames`` caps an episode in raw frames (no-op frames included); reaching
-  it ends the step early with ``truncated``;
+  it ends the step early with ``truncated`` (``terminated`` with ``time_limit_terminal``, as
+  DreamerV3's Atari wrapper marks it);
 - ``minimal_action_set`` selects the game's minimal action set (else all 18).
 
 If an episode ends before a step's last frame, the observation is the final frame alone.
@@ -96,6 +97,7 @@ class AtariEnv(SuiteEnv):
         self._repeat = cfg.action_repeat
         self._noop_max = cfg.noop_max
         self._max_frames = cfg.max_episode_frames
+        self._cap_terminal = cfg.time_limit_terminal
         self._max_pool = cfg.max_pool
         self._signal_life_loss = bool(cfg.life_loss_signal and training)
         self._grayscale, self._size = bool(cfg.grayscale), tuple(cfg.size)
@@ -161,6 +163,8 @@ class AtariEnv(SuiteEnv):
             self._frames += 1
             terminated = self.ale.game_over()
             truncated = not terminated and 0 < self._max_frames <= self._frames
+            if truncated and self._cap_terminal:          # DreamerV3: the cap is terminal
+                terminated, truncated = True, False
             if i == last - 1:
                 self._grab(0)
             if terminated or truncated or i == last:

@@ -85,6 +85,7 @@ class EnvConfig:
     sticky_actions: Prob = 0.0
     life_loss_signal: bool = True
     max_episode_frames: NonNeg = 108_000
+    time_limit_terminal: bool = False   # the frame cap ends an episode as terminal (DreamerV3)
     minimal_action_set: bool = True
     max_pool: bool = True
     # dm_control
