@@ -136,3 +136,23 @@ def test_critic_loss_dreamer_and_storm_styles_by_hand(slow_target, cont_weight):
         expected = (w * per).mean()
     metrics = ac.train_step(wm, obs, batch)
     assert torch.isclose(metrics["agent/critic_loss"], expected, rtol=1e-5)
+
+
+def test_learning_rate_warmup_is_linear_and_resumable():
+    """DreamerV3 2025: lr * min(1, (k + 1) / warmup) at step k; the count comes from the
+    optimiser's own state, so a checkpoint resumes the schedule."""
+    from vawm.nets.optim import Optim
+    p = torch.nn.Parameter(torch.zeros(3))
+    opt = Optim([p], "laprop", 1e-2, 1e-20, 0.0, warmup=4)
+    lrs = []
+    for _ in range(6):
+        p.grad = torch.ones(3)
+        opt.step()
+        lrs.append(opt.opt.param_groups[0]["lr"])
+    assert lrs == pytest.approx([2.5e-3, 5e-3, 7.5e-3, 1e-2, 1e-2, 1e-2])
+    q = torch.nn.Parameter(torch.zeros(3))
+    again = Optim([q], "laprop", 1e-2, 1e-20, 0.0, warmup=10)
+    again.load_state_dict(opt.state_dict())
+    q.grad = torch.ones(3)
+    again.step()
+    assert again.opt.param_groups[0]["lr"] == pytest.approx(7e-3)          # step k = 6

@@ -111,3 +111,19 @@ def test_free_bits_per_sample():
     assert torch.equal(out.detach(), torch.tensor([1.0, 1.0, 1.5, 4.0]))
     (g,) = torch.autograd.grad(out.sum(), kl)
     assert torch.equal(g, torch.tensor([0.0, 0.0, 1.0, 1.0]))  # clipped samples: no gradient
+
+
+def test_symexp_twohot_is_raw_space():
+    """DreamerV3 2025's symexp_twohot: bins symexp(linspace(-20, 20)), twohot in raw space."""
+    from vawm.nets.dist import TwoHotSymexp, symexp_bins, twohot
+    bins = symexp_bins(255)
+    assert bins[127] == 0 and torch.allclose(bins, -bins.flip(0))
+    y = torch.tensor([0.0, 0.3, -7.0, 123.0])
+    t = twohot(y, bins)
+    assert torch.allclose((t * bins).sum(-1), y, rtol=1e-5, atol=1e-6)     # raw-space interpolation
+    logits = torch.log(t.clamp(min=1e-30))
+    assert torch.allclose(TwoHotSymexp(logits, bins).mean, y, rtol=1e-4, atol=1e-5)
+    # the log-likelihood is the cross-entropy with the raw-space twohot target
+    lg = torch.randn(4, 255)
+    expect = (t * torch.log_softmax(lg, -1)).sum(-1)
+    assert torch.allclose(TwoHotSymexp(lg, bins).log_prob(y), expect)

@@ -1,9 +1,10 @@
 """RSSM specifics: images and the block GRU, resets at is_first, the weighted loss by hand
 (shapes, imagination and acting: tests/test_backbone_contract.py)."""
 
+import pytest
 import torch
 
-from vawm.config import build_config
+from vawm.config import ConfigError, build_config
 from vawm.worldmodels.rssm import RSSM
 
 
@@ -71,3 +72,28 @@ def test_head_depth_follows_the_size_preset():
         m = RSSM(cfg, (4,), 2, False)
         for head in (m.reward_head, m.cont_head):
             assert sum(isinstance(x, torch.nn.Linear) for x in head.modules()) == depth + 1
+
+
+def test_v2025_preset_is_the_2025_model():
+    """DreamerV3 2025 (current code): h, z and a / max(1, |a|) embedded separately into the block
+    GRU, a 2-layer prior, a zero initial state, symexp-spaced twohot bins."""
+    from vawm.nets.dist import TwoHotSymexp
+    from vawm.nets.layers import BlockGRU, NormDense
+    cfg = build_config("tiny2025")
+    r = cfg.rssm
+    assert (r.dyn_input, r.imglayers, r.initial, r.twohot) == ("split", 2, "zeros", "symexp")
+    assert cfg.agent.twohot == "symexp" and cfg.agent.actor_ent == 3e-4 and cfg.optim.warmup == 1000
+    m = RSSM(r, (4,), 2, False)
+    assert isinstance(m.gru, BlockGRU) and isinstance(m.gru.inp, torch.nn.Identity)
+    assert [x.linear.in_features for x in m.dyn_in] == [r.deter, r.stoch * r.classes, 2]
+    assert sum(isinstance(x, NormDense) for x in m.img_out.modules()) == 2
+    assert not hasattr(m, "h0")
+    s = m.initial(3)
+    assert s.deter.abs().sum() == 0 and s.stoch.abs().sum() == 0
+    assert isinstance(m.reward_dist(torch.zeros(1, m.feat_dim)), TwoHotSymexp)
+    # large actions are normalised by max(1, |a|) before the action embedding
+    big = m.core(s.deter, s.stoch, torch.full((3, 2), 10.0))
+    one = m.core(s.deter, s.stoch, torch.ones(3, 2))
+    assert torch.allclose(big, one)
+    with pytest.raises(ConfigError, match="gru=block"):
+        build_config("tiny", sets=["rssm.dyn_input=split"])

@@ -49,7 +49,8 @@ class Agent(torch.nn.Module):
         self.ac = ActorCritic(self.wm.feat_dim, self.act_dim, self.discrete, cfg.agent, cfg.optim)
         o = cfg.optim
         self.wm_params = list(self.wm.parameters()) + list(self.objective.wm_parameters())
-        self.wm_opt = Optim(self.wm_params, o.kind, o.model_lr, o.model_eps, o.model_clip)
+        self.wm_opt = Optim(self.wm_params, o.kind, o.model_lr, o.model_eps, o.model_clip,
+                            o.warmup)
         self.updates = 0
         self.profile = False    # benchmarks: time the world-model step (observe..optimiser)
         if cfg.run.compile:

@@ -23,7 +23,7 @@ from typing import Annotated, Literal
 import torch
 from torch import Tensor, nn
 
-from vawm.nets.dist import BoundedNormal, OneHotPolicy, TwoHotSymlog, symlog_bins
+from vawm.nets.dist import BoundedNormal, OneHotPolicy, TwoHotSymlog, twohot_head
 from vawm.nets.layers import MLP
 from vawm.nets.normalize import PercentileScale
 from vawm.nets.optim import Optim, OptimConfig
@@ -65,6 +65,7 @@ class AgentConfig:
     # the losses are plain means instead of weighted by the imagined continuation product.
     slow_target: Literal["value", "return"] = "value"   # value (DreamerV3) | return (STORM)
     cont_weight: bool = True    # weight actor/critic losses by prod c (DreamerV3); STORM: false
+    twohot: Literal["symlog", "symexp"] = "symlog"   # critic bins (DreamerV3 2025: symexp-spaced)
 
 
 def lambda_returns(reward: Tensor, cont: Tensor, value: Tensor, gamma: float, lam: float) -> Tensor:
@@ -86,10 +87,11 @@ class Critic(nn.Module):
     def __init__(self, din: int, cfg: AgentConfig, bins: int = 255):
         super().__init__()
         self.net = MLP(din, bins, cfg.layers, cfg.units, cfg.norm, cfg.act, zero_out=True)
-        self.register_buffer("bins", symlog_bins(bins), persistent=False)
+        self.twohot, b = twohot_head(cfg.twohot, bins)
+        self.register_buffer("bins", b, persistent=False)
 
     def forward(self, feat: Tensor) -> TwoHotSymlog:
-        return TwoHotSymlog(self.net(feat), self.bins)
+        return self.twohot(self.net(feat), self.bins)
 
 
 class Actor(nn.Module):
@@ -122,9 +124,10 @@ class ActorCritic(nn.Module):
         if discrete and self.actor_grad == "dynamics":
             raise ValueError("actor_grad=dynamics needs continuous actions; use reinforce")
         lr_a, lr_c = ocfg.actor_lr, ocfg.critic_lr
-        self.actor_opt = Optim(list(self.actor.parameters()), ocfg.kind, lr_a, ocfg.ac_eps, ocfg.ac_clip)
+        self.actor_opt = Optim(list(self.actor.parameters()), ocfg.kind, lr_a, ocfg.ac_eps,
+                               ocfg.ac_clip, ocfg.warmup)
         self.critic_opt = Optim(list(self.critic.parameters()), ocfg.kind, lr_c, ocfg.ac_eps,
-                                ocfg.ac_clip)
+                                ocfg.ac_clip, ocfg.warmup)
 
     def value(self, feat: Tensor, slow: bool = False) -> Tensor:
         return (self.slow_critic if slow else self.critic)(feat).mean

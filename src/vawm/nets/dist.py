@@ -33,6 +33,17 @@ def symlog_bins(num: int = 255, low: float = -20.0, high: float = 20.0) -> Tenso
     return torch.linspace(low, high, num)
 
 
+def symexp_bins(num: int = 255, limit: float = 20.0) -> Tensor:
+    """Bin centres of DreamerV3 2025's ``symexp_twohot``: symexp of ``num`` points equally spaced
+    in [-limit, limit], built from one half so that they are exactly symmetric with an exact 0 for
+    odd ``num`` (raw-space values; the twohot interpolates between them in raw space)."""
+    if num % 2:
+        half = symexp(torch.linspace(-limit, 0.0, (num - 1) // 2 + 1))
+        return torch.cat([half, -half[:-1].flip(0)])
+    half = symexp(torch.linspace(-limit, 0.0, num // 2))
+    return torch.cat([half, -half.flip(0)])
+
+
 def twohot(x: Tensor, bins: Tensor) -> Tensor:
     """Twohot encoding of scalars ``x`` [...] on sorted ``bins`` [K] -> [..., K].
 
@@ -58,6 +69,9 @@ class TwoHotSymlog:
     encoding of symlog(y).
     """
 
+    squash = staticmethod(symlog)
+    unsquash = staticmethod(symexp)
+
     def __init__(self, logits: Tensor, bins: Tensor):
         self.logits = full_precision(logits)  # [..., K]
         self.bins = bins.to(self.logits.device, self.logits.dtype)
@@ -68,11 +82,26 @@ class TwoHotSymlog:
 
     @property
     def mean(self) -> Tensor:
-        return symexp((self.probs * self.bins).sum(-1))
+        return self.unsquash((self.probs * self.bins).sum(-1))
 
     def log_prob(self, y: Tensor) -> Tensor:
-        target = twohot(symlog(y), self.bins)
+        target = twohot(self.squash(y), self.bins)
         return (target * torch.log_softmax(self.logits, -1)).sum(-1)
+
+
+class TwoHotSymexp(TwoHotSymlog):
+    """DreamerV3 2025's ``symexp_twohot``: logits over symexp-spaced bins (:func:`symexp_bins`),
+    twohot and expectation in raw space."""
+
+    squash = staticmethod(lambda y: y)
+    unsquash = staticmethod(lambda y: y)
+
+
+def twohot_head(kind: str, bins: int) -> tuple[type, Tensor]:
+    """The output class and bins of a twohot head: ``symlog`` (DreamerV3 2023) | ``symexp``."""
+    if kind == "symexp":
+        return TwoHotSymexp, symexp_bins(bins)
+    return TwoHotSymlog, symlog_bins(bins)
 
 
 def unimix_logits(logits: Tensor, unimix: float) -> Tensor:

@@ -199,12 +199,15 @@ class BlockGRU(nn.Module):
     the shared input embedding through ``dynlayers`` block-linear layers before the gates."""
 
     def __init__(self, din: int, deter: int, blocks: int = 8, hidden: int | None = None,
-                 dynlayers: int = 1, norm: str = "rms", act: str = "silu"):
+                 dynlayers: int = 1, norm: str = "rms", act: str = "silu", embed: bool = True):
         super().__init__()
         self.blocks = blocks
-        hidden = hidden or deter
         g = blocks
-        self.inp = nn.Linear(din, hidden)  # shared embedding of [z, a] broadcast to every block
+        if embed:       # a shared linear embedding of the input, broadcast to every block
+            hidden = hidden or deter
+            self.inp: nn.Module = nn.Linear(din, hidden)
+        else:           # the input is already embedded (DreamerV3 2025's dynin0..2)
+            hidden, self.inp = din, nn.Identity()
         layers: list[nn.Module] = []
         d = deter + g * hidden
         for _ in range(dynlayers):

@@ -28,6 +28,7 @@ class OptimConfig:
     ac_eps: Pos = 1e-5
     model_clip: Pos = 1000.0    # adam: global-norm clip; laprop: AGC factor
     ac_clip: Pos = 100.0
+    warmup: Annotated[int, Min(0)] = 0   # linear learning-rate warm-up over this many steps (2025: 1000)
 
 
 class LaProp(torch.optim.Optimizer):
@@ -90,9 +91,10 @@ class Optim:
     Returns the gradient norm before clipping for logging.
     """
 
-    def __init__(self, params: list[nn.Parameter], kind: str, lr: float, eps: float, clip: float):
+    def __init__(self, params: list[nn.Parameter], kind: str, lr: float, eps: float, clip: float,
+                 warmup: int = 0):
         self.params = [p for p in params if p.requires_grad]
-        self.kind, self.clip = kind, clip
+        self.kind, self.clip, self.lr, self.warmup = kind, clip, lr, warmup
         if kind == "adam":
             self.opt: torch.optim.Optimizer = torch.optim.Adam(self.params, lr=lr, eps=eps)
         elif kind == "laprop":
@@ -113,6 +115,11 @@ class Optim:
                 torch.nn.utils.clip_grad_norm_(self.params, self.clip, foreach=True)
         elif self.clip > 0:
             agc_(self.params, self.clip)
+        if self.warmup > 0:         # lr * min(1, (k + 1) / warmup); k from the optimiser's state
+            st = self.opt.state.get(self.params[0], {}) if self.params else {}
+            k = int(st["step"]) if "step" in st else 0
+            for g in self.opt.param_groups:
+                g["lr"] = self.lr * min(1.0, (k + 1) / self.warmup)
         self.opt.step()
         return norm
 

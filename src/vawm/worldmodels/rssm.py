@@ -29,7 +29,7 @@ from vawm.nets.dist import (
     sample_categorical_st,
     symexp,
     symlog,
-    symlog_bins,
+    twohot_head,
     unimix_logits,
 )
 from vawm.nets.layers import (
@@ -43,7 +43,7 @@ from vawm.nets.layers import (
     make_act,
     make_norm,
 )
-from vawm.settings import Min, Range, section
+from vawm.settings import ConfigError, Min, Range, section
 from vawm.worldmodels.base import Backbone, Observed, register_backbone
 
 Norm = Literal["layer", "rms", "none"]
@@ -66,6 +66,12 @@ class RSSMConfig:
     gru: Literal["layernorm", "block"] = "layernorm"   # 2023 | 2025
     blocks: Pos = 8             # block GRU groups (2025)
     dynlayers: Pos = 1
+    # the sequence model's input: joint (2023: one dense layer of [z, a]) | split (2025: dense
+    # layers of h, z and a / max(1, |a|) each, concatenated; needs gru=block)
+    dyn_input: Literal["joint", "split"] = "joint"
+    imglayers: Pos = 1          # hidden layers of the prior p(z | h) (2025: 2)
+    initial: Literal["learned", "zeros"] = "learned"   # h_0: tanh(learned) (2023) | zeros (2025)
+    twohot: Literal["symlog", "symexp"] = "symlog"     # reward bins (2025: symexp-spaced)
     units: Pos = 256            # MLP width of encoder/decoder/heads
     layers: Annotated[int, Min(0)] = 2          # MLP depth of vector encoder/decoder
     head_layers: Annotated[int, Min(0)] = 1     # MLP depth of reward/continue heads
@@ -110,23 +116,36 @@ class RSSM(Backbone):
             self.encoder = MLP(obs_shape[0], None, cfg.layers, cfg.units, n, a)
             self.decoder = MLP(self.feat_dim, obs_shape[0], cfg.layers, cfg.units, n, a)
         embed = self.encoder.dout
-        self.img_in = NormDense(S * C + act_dim, H, n, a)
-        if cfg.gru == "block":
-            self.gru = BlockGRU(H, D, cfg.blocks, H, cfg.dynlayers, n, a)
+        if cfg.dyn_input == "split":          # DreamerV3 2025: dynin0 (h), dynin1 (z), dynin2 (a)
+            self.dyn_in = nn.ModuleList([NormDense(d, H, n, a) for d in (D, S * C, act_dim)])
+            self.gru = BlockGRU(3 * H, D, cfg.blocks, None, cfg.dynlayers, n, a, embed=False)
         else:
-            self.gru = LayerNormGRU(H, D, n)
-        self.img_out = NormDense(D, H, n, a)
+            self.img_in = NormDense(S * C + act_dim, H, n, a)
+            if cfg.gru == "block":
+                self.gru = BlockGRU(H, D, cfg.blocks, H, cfg.dynlayers, n, a)
+            else:
+                self.gru = LayerNormGRU(H, D, n)
+        self.img_out = NormDense(D, H, n, a) if cfg.imglayers == 1 else nn.Sequential(
+            *[NormDense(D if i == 0 else H, H, n, a) for i in range(cfg.imglayers)])
         self.img_logits = nn.Linear(H, S * C)
         # posterior layer on [h, e] split in two so the embedding half runs once for all T
         self.obs_h = nn.Linear(D, H, bias=False)
         self.obs_e = nn.Linear(embed, H, bias=n == "none")
         self.obs_norm, self.obs_act = make_norm(n, H), make_act(a)
         self.obs_logits = nn.Linear(H, S * C)
-        self.h0 = nn.Parameter(torch.zeros(D))  # learned initial state (DreamerV3 "learned")
-        self.register_buffer("bins", symlog_bins(cfg.reward_bins), persistent=False)
+        if cfg.initial == "learned":
+            self.h0 = nn.Parameter(torch.zeros(D))  # learned initial state (DreamerV3 2023)
+        self.twohot, bins = twohot_head(cfg.twohot, cfg.reward_bins)
+        self.register_buffer("bins", bins, persistent=False)
         self.reward_head = MLP(self.feat_dim, cfg.reward_bins, cfg.head_layers, cfg.units, n, a,
                                zero_out=True)
         self.cont_head = MLP(self.feat_dim, 1, cfg.head_layers, cfg.units, n, a)
+
+    @classmethod
+    def check(cls, cfg) -> None:
+        if cfg.rssm.dyn_input == "split" and cfg.rssm.gru != "block":
+            raise ConfigError("rssm.dyn_input=split is DreamerV3 2025's core: it needs "
+                              "rssm.gru=block")
 
     @classmethod
     def from_config(cls, cfg, info: dict) -> RSSM:
@@ -134,9 +153,11 @@ class RSSM(Backbone):
 
     def representation_parameters(self) -> list[nn.Parameter]:
         """Encoder + dynamics (sequence model, posterior and prior); no decoder or heads."""
-        mods = [self.encoder, self.img_in, self.gru, self.img_out, self.img_logits, self.obs_h,
-                self.obs_e, self.obs_norm, self.obs_logits]
-        return [p for m in mods for p in m.parameters()] + [self.h0]
+        mods = [self.encoder, self.gru, self.img_out, self.img_logits, self.obs_h, self.obs_e,
+                self.obs_norm, self.obs_logits,
+                self.dyn_in if self.cfg.dyn_input == "split" else self.img_in]
+        return [p for m in mods for p in m.parameters()] + \
+            ([self.h0] if self.cfg.initial == "learned" else [])
 
     # ------------------------------------------------------------------ pieces
     def _logits(self, x: Tensor) -> Tensor:
@@ -147,15 +168,28 @@ class RSSM(Backbone):
         return self._logits(self.img_logits(self.img_out(deter)))
 
     def initial(self, n: int) -> RState:
+        c = self.cfg
+        if c.initial == "zeros":                 # DreamerV3 2025
+            w = self.img_logits.weight
+            return RState(w.new_zeros(n, c.deter), w.new_zeros(n, c.stoch, c.classes))
         deter = torch.tanh(self.h0).expand(n, -1)
         logits = self.prior_logits(deter)
-        stoch = F.one_hot(logits.argmax(-1), self.cfg.classes).to(deter.dtype)
+        stoch = F.one_hot(logits.argmax(-1), c.classes).to(deter.dtype)
         return RState(deter, stoch)
+
+    def core(self, deter: Tensor, stoch: Tensor, action: Tensor) -> Tensor:
+        """h_t = f(h_{t-1}, z_{t-1}, a_{t-1}); stoch: [N, S, C]."""
+        if self.cfg.dyn_input == "split":        # 2025: a / max(1, |a|), three embeddings
+            action = action / action.abs().clamp(min=1).detach()
+            x = torch.cat([m(v) for m, v in zip(self.dyn_in, (deter, stoch.flatten(-2), action),
+                                                 strict=True)], -1)
+        else:
+            x = self.img_in(torch.cat([stoch.flatten(-2), action], -1))
+        return self.gru(x, deter)
 
     def img_step(self, s: RState, action: Tensor) -> RState:
         """s_t, a_t -> prior state s~_{t+1} (the dynamics alone)."""
-        x = self.img_in(torch.cat([s.stoch.flatten(-2), action], -1))
-        deter = self.gru(x, s.deter)
+        deter = self.core(s.deter, s.stoch, action)
         stoch = sample_categorical_st(self.prior_logits(deter))
         return RState(deter, stoch)
 
@@ -169,7 +203,7 @@ class RSSM(Backbone):
         return (out + 0.5) * 255.0 if self.image else symexp(out)
 
     def reward_dist(self, feat: Tensor) -> TwoHotSymlog:
-        return TwoHotSymlog(self.reward_head(feat), self.bins)
+        return self.twohot(self.reward_head(feat), self.bins)
 
     def reward_mean(self, feat: Tensor) -> Tensor:
         return self.reward_dist(feat).mean
@@ -185,8 +219,7 @@ class RSSM(Backbone):
         deter = torch.lerp(s.deter, init.deter, m)
         stoch = torch.lerp(s.stoch, init.stoch, m.unsqueeze(-1))
         prev_action = prev_action * (1 - m)
-        x = self.img_in(torch.cat([stoch.flatten(-2), prev_action], -1))
-        deter = self.gru(x, deter)
+        deter = self.core(deter, stoch, prev_action)
         post = self._logits(self.obs_logits(self.obs_act(self.obs_norm(self.obs_h(deter) + e_proj))))
         return RState(deter, sample_categorical_st(post)), post
 
