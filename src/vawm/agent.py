@@ -9,6 +9,7 @@ backbone's own loss.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import torch
@@ -80,9 +81,21 @@ class Agent(torch.nn.Module):
         metrics["wm/loss"] = total.detach()
         metrics.update({f"{self.objective.log_name}/{k}": v.detach() for k, v in contrib.losses.items()})
         metrics.update(contrib.metrics)
+        if self.cfg.agent.restart == "reencode":   # STORM: starts from the updated model, eval mode
+            obs = dataclasses.replace(obs, start=self._reencoded_starts(batch))
         metrics.update(self.ac.train_step(self.wm, obs, batch, self.amp))
         self.updates += 1
         return {k: float(v) for k, v in metrics.items()}
+
+    @torch.no_grad()
+    def _reencoded_starts(self, batch: dict[str, torch.Tensor]):
+        was = self.wm.training
+        self.wm.eval()
+        try:
+            with self.amp():
+                return self.wm.observe(batch, self.updates).start
+        finally:
+            self.wm.train(was)
 
     def amp(self):
         """The update's forward passes under ``run.precision=bf16``: bfloat16 autocast on the

@@ -65,6 +65,13 @@ class AgentConfig:
     # the losses are plain means instead of weighted by the imagined continuation product.
     slow_target: Literal["value", "return"] = "value"   # value (DreamerV3) | return (STORM)
     cont_weight: bool = True    # weight actor/critic losses by prod c (DreamerV3); STORM: false
+    # imagined continuation: mode (DreamerV3's cont head mode(), STORM's termination > 0.5) | prob
+    imag_cont: Literal["mode", "prob"] = "mode"
+    weight_discount: bool = True   # weights cumprod(gamma c) / gamma (DreamerV3) | cumprod(c)
+    init: Literal["dreamer", "torch"] = "dreamer"   # zero critic / 0.01 actor outputs | PyTorch's
+    # imagination starts: the observed states of this update | re-encoded in eval mode after the
+    # world-model step (STORM's code)
+    restart: Literal["observed", "reencode"] = "observed"
     twohot: Literal["symlog", "symexp"] = "symlog"   # critic bins (DreamerV3 2025: symexp-spaced)
 
 
@@ -86,7 +93,8 @@ def lambda_returns(reward: Tensor, cont: Tensor, value: Tensor, gamma: float, la
 class Critic(nn.Module):
     def __init__(self, din: int, cfg: AgentConfig, bins: int = 255):
         super().__init__()
-        self.net = MLP(din, bins, cfg.layers, cfg.units, cfg.norm, cfg.act, zero_out=True)
+        self.net = MLP(din, bins, cfg.layers, cfg.units, cfg.norm, cfg.act,
+                       zero_out=cfg.init == "dreamer")
         self.twohot, b = twohot_head(cfg.twohot, bins)
         self.register_buffer("bins", b, persistent=False)
 
@@ -99,7 +107,7 @@ class Actor(nn.Module):
         super().__init__()
         self.discrete, self.cfg = discrete, cfg
         self.net = MLP(din, act_dim if discrete else 2 * act_dim, cfg.layers, cfg.units, cfg.norm,
-                       cfg.act, out_scale=0.01)
+                       cfg.act, out_scale=0.01 if cfg.init == "dreamer" else 1.0)
 
     def forward(self, feat: Tensor):
         out = self.net(feat)
@@ -155,12 +163,13 @@ class ActorCritic(nn.Module):
         dyn_grad = self.actor_grad == "dynamics"
         with amp():
             with torch.enable_grad() if dyn_grad else torch.no_grad():
-                imag = wm.imagine(start, lambda f: self.actor(f).rsample(), cfg.horizon,
-                                  grad=dyn_grad)
+                    imag = wm.imagine(start, self._imagine_policy, cfg.horizon, grad=dyn_grad)
             feat = imag.feat                                        # [H+1, N, F]
             cont = imag.cont.clone()
+            if cfg.imag_cont == "mode":                             # Bernoulli mode
+                cont = (cont > 0.5).to(cont.dtype)
             cont[0] = 1.0 - is_terminal                             # the start state's real flag
-            weight = torch.cumprod(cont, 0).detach() if cfg.cont_weight else torch.ones_like(cont)
+            weight = self.loss_weights(cont)
             value = self.critic(feat).mean                          # [H+1, N]
             ret = lambda_returns(imag.reward, cont, value, cfg.gamma, cfg.lam)  # [H, N]
             # ---- actor (eq. 8, 9)
@@ -203,6 +212,20 @@ class ActorCritic(nn.Module):
             "agent/adv_std": adv.std().detach(), "agent/actor_gradnorm": actor_gn,
             "agent/critic_gradnorm": critic_gn, "agent/imag_reward": imag.reward[1:].mean().detach(),
         }
+
+    def _imagine_policy(self, feat: Tensor) -> Tensor:
+        """Imagined actions: reparameterised samples (continuous ones in the action box)."""
+        a = self.actor(feat).rsample()
+        return a if self.discrete else a / a.abs().clamp(min=1).detach()
+
+    def loss_weights(self, cont: Tensor) -> Tensor:
+        """[H+1, N] weights of the imagined steps: cumprod(gamma c) / gamma (DreamerV3), the plain
+        product (``weight_discount=false``) or ones (``cont_weight=false``, STORM)."""
+        cfg = self.cfg
+        if not cfg.cont_weight:
+            return torch.ones_like(cont)
+        disc = cfg.gamma if cfg.weight_discount else 1.0
+        return (torch.cumprod(disc * cont, 0) / disc).detach()
 
     def _repval_loss(self, obs: Observed, batch: dict[str, Tensor], imag_ret: Tensor) -> Tensor:
         """DreamerV3 2025 replay value loss: lambda-returns along the *replayed* trajectory that

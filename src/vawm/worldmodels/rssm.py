@@ -178,9 +178,10 @@ class RSSM(Backbone):
         return RState(deter, stoch)
 
     def core(self, deter: Tensor, stoch: Tensor, action: Tensor) -> Tensor:
-        """h_t = f(h_{t-1}, z_{t-1}, a_{t-1}); stoch: [N, S, C]."""
-        if self.cfg.dyn_input == "split":        # 2025: a / max(1, |a|), three embeddings
-            action = action / action.abs().clamp(min=1).detach()
+        """h_t = f(h_{t-1}, z_{t-1}, a_{t-1}); stoch: [N, S, C]. Actions outside the box are
+        scaled into it, a * sg(1 / max(1, |a|)) (DreamerV3 2023 ``action_clip``, 2025 alike)."""
+        action = action / action.abs().clamp(min=1).detach()
+        if self.cfg.dyn_input == "split":        # 2025: three embeddings
             x = torch.cat([m(v) for m, v in zip(self.dyn_in, (deter, stoch.flatten(-2), action),
                                                  strict=True)], -1)
         else:
