@@ -72,6 +72,9 @@ class AgentConfig:
     # imagination starts: the observed states of this update | re-encoded in eval mode after the
     # world-model step (STORM's code)
     restart: Literal["observed", "reencode"] = "observed"
+    # separate: an optimiser each for actor and critic (DreamerV3 2023) | joint: one optimiser over
+    # both, one clip on the joint gradient norm (STORM's code; actor settings: optim.actor_lr)
+    opt: Literal["separate", "joint"] = "separate"
     twohot: Literal["symlog", "symexp"] = "symlog"   # critic bins (DreamerV3 2025: symexp-spaced)
 
 
@@ -132,10 +135,15 @@ class ActorCritic(nn.Module):
         if discrete and self.actor_grad == "dynamics":
             raise ValueError("actor_grad=dynamics needs continuous actions; use reinforce")
         lr_a, lr_c = ocfg.actor_lr, ocfg.critic_lr
-        self.actor_opt = Optim(list(self.actor.parameters()), ocfg.kind, lr_a, ocfg.ac_eps,
-                               ocfg.ac_clip, ocfg.warmup)
-        self.critic_opt = Optim(list(self.critic.parameters()), ocfg.kind, lr_c, ocfg.ac_eps,
-                                ocfg.ac_clip, ocfg.warmup)
+        if cfg.opt == "joint":                  # STORM: one Adam, one clip over both
+            params = list(self.actor.parameters()) + list(self.critic.parameters())
+            self.actor_opt = self.critic_opt = Optim(params, ocfg.kind, lr_a, ocfg.ac_eps,
+                                                     ocfg.ac_clip, ocfg.warmup)
+        else:
+            self.actor_opt = Optim(list(self.actor.parameters()), ocfg.kind, lr_a, ocfg.ac_eps,
+                                   ocfg.ac_clip, ocfg.warmup)
+            self.critic_opt = Optim(list(self.critic.parameters()), ocfg.kind, lr_c, ocfg.ac_eps,
+                                    ocfg.ac_clip, ocfg.warmup)
 
     def value(self, feat: Tensor, slow: bool = False) -> Tensor:
         return (self.slow_critic if slow else self.critic)(feat).mean
@@ -183,9 +191,10 @@ class ActorCritic(nn.Module):
             else:
                 actor_obj = pol.log_prob(imag.action[:-1].detach()) * adv.detach()
             actor_loss = -(weight[:-1] * (actor_obj + cfg.actor_ent * ent)).mean() * cfg.actor_scale
-        self.actor_opt.zero_grad()
-        actor_loss.backward()
-        actor_gn = self.actor_opt.step()
+        if cfg.opt == "separate":
+            self.actor_opt.zero_grad()
+            actor_loss.backward()
+            actor_gn = self.actor_opt.step()
         # ---- critic (eq. 7) with the slow-critic regulariser
         with amp():
             fd = feat[:-1].detach()
@@ -201,9 +210,14 @@ class ActorCritic(nn.Module):
             critic_loss = (weight[:-1] * critic_loss).mean() * cfg.critic_scale
             if cfg.repval_scale > 0:
                 critic_loss = critic_loss + cfg.repval_scale * self._repval_loss(obs, batch, ret)
-        self.critic_opt.zero_grad()
-        critic_loss.backward()
-        critic_gn = self.critic_opt.step()
+        if cfg.opt == "joint":                  # one loss, one step (STORM)
+            self.critic_opt.zero_grad()
+            (actor_loss + critic_loss).backward()
+            actor_gn = critic_gn = self.critic_opt.step()
+        else:
+            self.critic_opt.zero_grad()
+            critic_loss.backward()
+            critic_gn = self.critic_opt.step()
         self.update_slow()
         return {
             "agent/actor_loss": actor_loss.detach(), "agent/critic_loss": critic_loss.detach(),
