@@ -73,8 +73,12 @@ class Agent(torch.nn.Module):
                 f"non-finite world-model loss at update {self.updates}: {bad}; the last checkpoint "
                 "is intact — lower optim.model_lr or check the objective's settings, then --resume")
         self.wm_opt.zero_grad()
-        total.backward()
-        metrics["wm/gradnorm"] = self.wm_opt.step()
+        # DreamerV3 2025 trains everything from one loss: the replay-value loss's gradient joins
+        # the world model's before its step (the actor-critic step below adds it)
+        joint = self.ac.repval_grad
+        total.backward(retain_graph=joint)
+        if not joint:
+            metrics["wm/gradnorm"] = self.wm_opt.step()
         if self.profile:                    # everything an objective adds happens before here
             _sync(batch["reward"].device)
             metrics["time/wm_step_s"] = time.perf_counter() - t0
@@ -84,6 +88,8 @@ class Agent(torch.nn.Module):
         if self.cfg.agent.restart == "reencode":   # STORM: starts from the updated model, eval mode
             obs = dataclasses.replace(obs, start=self._reencoded_starts(batch))
         metrics.update(self.ac.train_step(self.wm, obs, batch, self.amp))
+        if joint:
+            metrics["wm/gradnorm"] = self.wm_opt.step()
         self.updates += 1
         return {k: float(v) for k, v in metrics.items()}
 

@@ -56,6 +56,7 @@ class AgentConfig:
     slow_decay: Unit = 0.98     # critic EMA decay
     slowreg: NonNeg = 1.0       # critic EMA regulariser
     repval_scale: NonNeg = 0.0  # replay value loss (2025: 0.3)
+    repval_grad: bool = True    # its gradient reaches the world model (2025's code; REINFORCE only)
     retnorm_decay: Unit = 0.99
     retnorm_limit: Annotated[float, Min(0, strict=True)] = 1.0
     imag_starts: Annotated[int, Min(0)] = 0   # 0 = imagine from all B*T posterior states
@@ -134,6 +135,10 @@ class ActorCritic(nn.Module):
         self.actor_grad = ("reinforce" if discrete else "dynamics") if grad == "auto" else grad
         if discrete and self.actor_grad == "dynamics":
             raise ValueError("actor_grad=dynamics needs continuous actions; use reinforce")
+        # the replay-value loss trains the world model too when nothing else of this step does
+        # (REINFORCE imagines without gradient, as DreamerV3 2025 always does)
+        self.repval_grad = cfg.repval_scale > 0 and cfg.repval_grad and \
+            self.actor_grad == "reinforce"
         lr_a, lr_c = ocfg.actor_lr, ocfg.critic_lr
         if cfg.opt == "joint":                  # STORM: one Adam, one clip over both
             params = list(self.actor.parameters()) + list(self.critic.parameters())
@@ -242,23 +247,33 @@ class ActorCritic(nn.Module):
         return (torch.cumprod(disc * cont, 0) / disc).detach()
 
     def _repval_loss(self, obs: Observed, batch: dict[str, Tensor], imag_ret: Tensor) -> Tensor:
-        """DreamerV3 2025 replay value loss: lambda-returns along the *replayed* trajectory that
-        bootstrap from the imagined return of each state, regressed by the critic on the
-        posterior features. Only used when every posterior state started an imagination."""
+        """DreamerV3 2025's replay value loss (its current code): lambda-returns along the
+        *replayed* trajectory, bootstrapped at every step from that state's imagined return and
+        cut at episode ends, regressed by the critic on the posterior features together with the
+        slow-critic regulariser; last steps are masked out. With ``repval_grad`` the features keep
+        their graph, so the loss's gradient reaches the world model (the agent steps the world
+        model after this). Only used when every posterior state started an imagination.
+
+            live_t = gamma (1 - term_{t+1}),  c_t = lam (1 - last_{t+1})
+            R_{T-1} = boot_{T-1},  R_t = r_{t+1} + (1 - c_t) live_t boot_{t+1} + live_t c_t R_{t+1}
+        """
+        cfg = self.cfg
         B, T = batch["reward"].shape
         if imag_ret.shape[1] != B * T:
             return torch.zeros(())
         boot = imag_ret[0].reshape(B, T).detach()                   # R^lambda from each start
-        feat = obs.post.detach()
+        feat = obs.post if self.repval_grad else obs.post.detach()
         rew = batch["reward"].float()
-        con = 1.0 - batch["is_terminal"].float()
-        first = batch["is_first"].bool()
-        last = boot[:, -1]
-        rets = [last]
+        live = cfg.gamma * (1.0 - batch["is_terminal"].float()[:, 1:])     # [B, T-1]
+        cont = cfg.lam * (1.0 - batch["is_last"].float()[:, 1:])
+        interm = rew[:, 1:] + (1.0 - cont) * live * boot[:, 1:]
+        rets = [boot[:, -1]]
         for t in reversed(range(T - 1)):
-            step = rew[:, t + 1] + self.cfg.gamma * con[:, t + 1] * (
-                (1 - self.cfg.lam) * boot[:, t + 1] + self.cfg.lam * last)
-            last = torch.where(first[:, t + 1], boot[:, t], step)   # no return across episodes
-            rets.append(last)
-        target = torch.stack(rets[::-1], 1)                         # [B, T]
-        return -self.critic(feat).log_prob(target).mean()
+            rets.append(interm[:, t] + live[:, t] * cont[:, t] * rets[-1])
+        target = torch.stack(rets[::-1], 1)[:, :-1].detach()        # [B, T-1]
+        dist = self.critic(feat[:, :-1])
+        with torch.no_grad():
+            slow = self.slow_critic(feat[:, :-1].detach()).mean
+        weight = 1.0 - batch["is_last"].float()[:, :-1]
+        per = -dist.log_prob(target) - cfg.slowreg * dist.log_prob(slow)
+        return (weight * per).mean()
