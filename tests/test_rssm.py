@@ -97,3 +97,17 @@ def test_v2025_preset_is_the_2025_model():
     assert torch.allclose(big, one)
     with pytest.raises(ConfigError, match="gru=block"):
         build_config("tiny", sets=["rssm.dyn_input=split"])
+
+
+def test_v2025_continuation_carries_the_discount():
+    cfg = build_config("tiny2025")
+    assert cfg.rssm.cont_target == 0.997 and cfg.agent.cont_disc and cfg.agent.imag_cont == "prob"
+    m = RSSM(cfg.rssm, (4,), 2, False)
+    b = {"obs": torch.randn(1, 3, 4), "action": torch.zeros(1, 3, 2), "reward": torch.zeros(1, 3),
+         "is_first": torch.tensor([[True, False, False]]), "is_last": torch.zeros(1, 3, dtype=bool),
+         "is_terminal": torch.tensor([[False, False, True]])}
+    o = m.observe(b)
+    logit = m.cont_head(o.post).squeeze(-1)
+    target = torch.tensor([[0.997, 0.997, 0.0]])
+    expect = torch.nn.functional.binary_cross_entropy_with_logits(logit, target, reduction="none")
+    assert torch.allclose(o.terms["cont"], expect)

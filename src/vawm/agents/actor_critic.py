@@ -69,6 +69,9 @@ class AgentConfig:
     # imagined continuation: mode (DreamerV3's cont head mode(), STORM's termination > 0.5) | prob
     imag_cont: Literal["mode", "prob"] = "mode"
     weight_discount: bool = True   # weights cumprod(gamma c) / gamma (DreamerV3) | cumprod(c)
+    # the imagined continuation already carries the discount (DreamerV3 2025's contdisc, with the
+    # backbone's continuation target gamma): returns and weights use c alone
+    cont_disc: bool = False
     init: Literal["dreamer", "torch"] = "dreamer"   # zero critic / 0.01 actor outputs | PyTorch's
     # imagination starts: the observed states of this update | re-encoded in eval mode after the
     # world-model step (STORM's code)
@@ -135,6 +138,7 @@ class ActorCritic(nn.Module):
         self.actor_grad = ("reinforce" if discrete else "dynamics") if grad == "auto" else grad
         if discrete and self.actor_grad == "dynamics":
             raise ValueError("actor_grad=dynamics needs continuous actions; use reinforce")
+        self.disc = 1.0 if cfg.cont_disc else cfg.gamma    # the imagination's discount
         # the replay-value loss trains the world model too when nothing else of this step does
         # (REINFORCE imagines without gradient, as DreamerV3 2025 always does)
         self.repval_grad = cfg.repval_scale > 0 and cfg.repval_grad and \
@@ -184,7 +188,7 @@ class ActorCritic(nn.Module):
             cont[0] = 1.0 - is_terminal                             # the start state's real flag
             weight = self.loss_weights(cont)
             value = self.critic(feat).mean                          # [H+1, N]
-            ret = lambda_returns(imag.reward, cont, value, cfg.gamma, cfg.lam)  # [H, N]
+            ret = lambda_returns(imag.reward, cont, value, self.disc, cfg.lam)  # [H, N]
             # ---- actor (eq. 8, 9)
             self.retnorm.update(ret)
             scale = self.retnorm.scale()
@@ -208,7 +212,7 @@ class ActorCritic(nn.Module):
             with torch.no_grad():
                 if cfg.slow_target == "return":                     # STORM
                     slow = lambda_returns(imag.reward, cont, self.slow_critic(feat).mean,
-                                          cfg.gamma, cfg.lam)
+                                          self.disc, cfg.lam)
                 else:                                               # DreamerV3
                     slow = self.slow_critic(fd).mean
             critic_loss = -dist.log_prob(target) - cfg.slowreg * dist.log_prob(slow)
@@ -243,7 +247,7 @@ class ActorCritic(nn.Module):
         cfg = self.cfg
         if not cfg.cont_weight:
             return torch.ones_like(cont)
-        disc = cfg.gamma if cfg.weight_discount else 1.0
+        disc = self.disc if cfg.weight_discount else 1.0
         return (torch.cumprod(disc * cont, 0) / disc).detach()
 
     def _repval_loss(self, obs: Observed, batch: dict[str, Tensor], imag_ret: Tensor) -> Tensor:

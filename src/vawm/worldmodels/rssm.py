@@ -72,6 +72,9 @@ class RSSMConfig:
     imglayers: Pos = 1          # hidden layers of the prior p(z | h) (2025: 2)
     initial: Literal["learned", "zeros"] = "learned"   # h_0: tanh(learned) (2023) | zeros (2025)
     twohot: Literal["symlog", "symexp"] = "symlog"     # reward bins (2025: symexp-spaced)
+    # continuation target of non-terminal steps: 1 (2023) | 1 - 1/horizon = gamma (2025's contdisc:
+    # the predicted continuation carries the discount; set agent.cont_disc with it)
+    cont_target: Annotated[float, Range(0, 1)] = 1.0
     units: Pos = 256            # MLP width of encoder/decoder/heads
     layers: Annotated[int, Min(0)] = 2          # MLP depth of vector encoder/decoder
     head_layers: Annotated[int, Min(0)] = 1     # MLP depth of reward/continue heads
@@ -260,7 +263,7 @@ class RSSM(Backbone):
         else:
             recon = (self.decoder(feat) - symlog(obs.float())).pow(2).sum(-1)
         reward = -self.reward_dist(feat).log_prob(batch["reward"])
-        cont_target = 1.0 - batch["is_terminal"].float()
+        cont_target = self.cfg.cont_target * (1.0 - batch["is_terminal"].float())
         cont = F.binary_cross_entropy_with_logits(self.cont_head(feat).squeeze(-1), cont_target,
                                                   reduction="none")
         dyn, rep = kl_split(post_logits, prior_logits)
