@@ -111,3 +111,25 @@ def test_v2025_continuation_carries_the_discount():
     target = torch.tensor([[0.997, 0.997, 0.0]])
     expect = torch.nn.functional.binary_cross_entropy_with_logits(logit, target, reduction="none")
     assert torch.allclose(o.terms["cont"], expect)
+
+
+def test_v2025_cnn():
+    """DreamerV3 2025's CNN: 5x5 convs + 2x2 max-pool with channels depth x (2, 3, 4, 4), a
+    block-linear spatial decoder input, sigmoid outputs; images round trip in shape and range."""
+    from vawm.nets.layers import ConvDecoder2025, ConvEncoder2025
+    cfg = build_config("tiny2025", sets=["rssm.cnn_depth=4"]).rssm
+    assert cfg.cnn == "v2025"
+    m = RSSM(cfg, (3, 64, 64), 2, True)
+    assert isinstance(m.encoder, ConvEncoder2025) and isinstance(m.decoder, ConvDecoder2025)
+    assert [c.out_channels for c in m.encoder.convs] == [8, 12, 16, 16]
+    assert all(c.kernel_size == (5, 5) for c in m.encoder.convs)
+    assert m.encoder.dout == 16 * 4 * 4
+    b = {"obs": torch.randint(0, 256, (2, 3, 3, 64, 64), dtype=torch.uint8),
+         "action": torch.zeros(2, 3, 2), "reward": torch.zeros(2, 3),
+         "is_first": torch.zeros(2, 3, dtype=torch.bool), "is_last": torch.zeros(2, 3, dtype=torch.bool),
+         "is_terminal": torch.zeros(2, 3, dtype=torch.bool)}
+    o = m.observe(b)
+    img = m.decode(o.post)
+    assert img.shape == (2, 3, 3, 64, 64) and img.min() >= 0 and img.max() <= 255
+    o.terms["recon"].sum().backward()
+    assert m.decoder.sp0.weight.grad is not None and m.encoder.convs[0].weight.grad is not None

@@ -36,7 +36,9 @@ from vawm.nets.layers import (
     MLP,
     BlockGRU,
     ConvDecoder,
+    ConvDecoder2025,
     ConvEncoder,
+    ConvEncoder2025,
     LayerNormGRU,
     NormDense,
     conv_stages,
@@ -75,6 +77,9 @@ class RSSMConfig:
     # continuation target of non-terminal steps: 1 (2023) | 1 - 1/horizon = gamma (2025's contdisc:
     # the predicted continuation carries the discount; set agent.cont_disc with it)
     cont_target: Annotated[float, Range(0, 1)] = 1.0
+    # image encoder/decoder: v2023 (4x4 stride-2 convs) | v2025 (5x5 convs + max-pool, channels
+    # cnn_depth x (2, 3, 4, 4), block-linear spatial decoder input, sigmoid output)
+    cnn: Literal["v2023", "v2025"] = "v2023"
     units: Pos = 256            # MLP width of encoder/decoder/heads
     layers: Annotated[int, Min(0)] = 2          # MLP depth of vector encoder/decoder
     head_layers: Annotated[int, Min(0)] = 1     # MLP depth of reward/continue heads
@@ -110,7 +115,12 @@ class RSSM(Backbone):
         self.feat_dim = D + S * C
         self.latent_slice = slice(D, D + S * C)                    # feat = [h, z]
         n, a = cfg.norm, cfg.act
-        if image:
+        if image and cfg.cnn == "v2025":
+            st = conv_stages(obs_shape[1:], 4)
+            self.encoder = ConvEncoder2025(obs_shape[0], cfg.cnn_depth, st, n, a, obs_shape[1:])
+            self.decoder = ConvDecoder2025(D, S * C, obs_shape[0], cfg.cnn_depth, st, n, a,
+                                           obs_shape[1:], cfg.units)
+        elif image:
             st = conv_stages(obs_shape[1:], 4)    # 64x64 -> 4x4 as DreamerV3; 10x10 -> 5x5
             self.encoder = ConvEncoder(obs_shape[0], cfg.cnn_depth, st, n, a, obs_shape[1:])
             self.decoder = ConvDecoder(self.feat_dim, obs_shape[0], cfg.cnn_depth, st, n, a,
