@@ -1,5 +1,7 @@
 """Behaviour-learning math: lambda-returns, percentile scale, optimisers."""
 
+import types
+
 import pytest
 import torch
 
@@ -122,7 +124,7 @@ def test_critic_loss_dreamer_and_storm_styles_by_hand(slow_target, cont_weight):
     batch = {"is_terminal": torch.zeros(1, N)}
     obs = SimpleNamespace(start=None)
     with torch.no_grad():
-        cont = wm.cont.clone()
+        cont = (wm.cont > 0.5).float()                 # the imagined continuation's mode
         cont[0] = 1.0
         ret = lambda_returns(wm.reward, cont, ac.critic(wm.feat).mean, 0.9, 0.8)
         fd = wm.feat[:-1]
@@ -132,7 +134,7 @@ def test_critic_loss_dreamer_and_storm_styles_by_hand(slow_target, cont_weight):
             slow = ac.slow_critic(fd).mean
         dist = ac.critic(fd)
         per = -dist.log_prob(ret) - dist.log_prob(slow)
-        w = torch.cumprod(cont, 0)[:-1] if cont_weight else torch.ones_like(per)
+        w = (torch.cumprod(0.9 * cont, 0) / 0.9)[:-1] if cont_weight else torch.ones_like(per)
         expected = (w * per).mean()
     metrics = ac.train_step(wm, obs, batch)
     assert torch.isclose(metrics["agent/critic_loss"], expected, rtol=1e-5)
@@ -156,3 +158,89 @@ def test_learning_rate_warmup_is_linear_and_resumable():
     q.grad = torch.ones(3)
     again.step()
     assert again.opt.param_groups[0]["lr"] == pytest.approx(7e-3)          # step k = 6
+
+
+def test_imagination_follows_dreamerv3_2023():
+    """The actor reads a stop-gradient state; continuous imagined actions stay in the box; the
+    imagined continuation is the cont head's mode; weights are cumprod(gamma c) / gamma."""
+    from vawm.agents.actor_critic import ActorCritic, AgentConfig
+    from vawm.nets.optim import OptimConfig
+    from vawm.worldmodels.base import Imagined
+    cfg = AgentConfig(units=8, layers=1, horizon=3, gamma=0.9)
+    ac = ActorCritic(5, 2, False, cfg, OptimConfig())
+    with torch.no_grad():
+        ac.actor.net.out.bias.fill_(5.0)                  # means near the edge, samples beyond
+    seen = []
+
+    class FakeWM:
+        def imagine(self, start, policy, horizon, grad=False):
+            f = start.clone().requires_grad_(True)
+            feats, acts = [f], []
+            for _ in range(horizon + 1):
+                seen.append(feats[-1].detach().requires_grad)
+                a = policy(feats[-1].detach())
+                acts.append(a)
+                feats.append(feats[-1] + a.sum(-1, keepdim=True))
+            feat = torch.stack(feats[:-1])
+            cont = torch.tensor([0.9, 0.7, 0.3, 0.8]).view(4, 1).expand(4, start.shape[0])
+            return Imagined(feat, torch.stack(acts), feat.sum(-1), cont)
+
+    acts = torch.stack([ac._imagine_policy(torch.randn(64, 5)) for _ in range(4)])
+    assert acts.abs().max() <= 1.0 + 1e-6 and (acts.abs() > 0.99).any()
+    cont = torch.tensor([[1.0], [1.0], [0.0], [1.0]])     # mode of [*, 0.7, 0.3, 0.8]
+    w = ac.loss_weights(cont)
+    assert torch.allclose(w[:, 0], torch.tensor([1.0, 0.9, 0.0, 0.0]))
+    obs = types.SimpleNamespace(start=torch.randn(6, 5), post=None)
+    batch = {"is_terminal": torch.zeros(2, 3, dtype=torch.bool)}
+    ac.train_step(FakeWM(), obs, batch)
+    assert seen and not any(seen)                       # the actor never sees a graph
+
+
+def test_replay_value_loss_as_dreamerv3_2025():
+    """Returns along replay bootstrapped from the imagined returns and cut at episode ends, the
+    slow-critic term, last steps masked; with repval_grad the gradient reaches the features."""
+    from vawm.agents.actor_critic import ActorCritic, AgentConfig
+    from vawm.nets.optim import OptimConfig
+    cfg = AgentConfig(units=8, layers=1, gamma=0.9, lam=0.5, repval_scale=0.3, slowreg=1.0,
+                      actor_grad="reinforce", init="torch")     # a critic with a slope
+    ac = ActorCritic(3, 2, True, cfg, OptimConfig())
+    B, T = 1, 4
+    post = torch.randn(B, T, 3, requires_grad=True)
+    obs = types.SimpleNamespace(post=post)
+    batch = {"reward": torch.tensor([[0.0, 1.0, 2.0, 3.0]]),
+             "is_terminal": torch.tensor([[False, False, True, False]]),
+             "is_last": torch.tensor([[False, False, True, False]])}
+    boot = torch.tensor([[10.0, 20.0, 30.0, 40.0]])
+    loss = ac._repval_loss(obs, batch, boot.reshape(1, B * T))
+    # by hand: live = 0.9 (1 - term'), c = 0.5 (1 - last')
+    R3 = 40.0
+    R2 = 3.0 + (1 - 0.5) * 0.9 * 40.0 + 0.9 * 0.5 * R3           # t=2 -> 3 (not last, not term)
+    R1 = 2.0 + 0.0                                               # t=1 -> 2 terminal: live = 0
+    R0 = 1.0 + (1 - 0.5) * 0.9 * 20.0 + 0.9 * 0.5 * R1
+    target = torch.tensor([[R0, R1, R2]])
+    dist = ac.critic(post[:, :-1])
+    slow = ac.slow_critic(post[:, :-1]).mean
+    w = torch.tensor([[1.0, 1.0, 0.0]])                          # step 2 is last: masked
+    hand = (w * (-dist.log_prob(target) - dist.log_prob(slow))).mean()
+    assert torch.allclose(loss, hand)
+    loss.backward()
+    assert post.grad is not None and post.grad.abs().sum() > 0
+
+
+def test_replay_value_gradient_reaches_the_world_model():
+    """v2025: the replay-value loss joins the world model's gradient before its step."""
+    from vawm.agent import Agent
+    from vawm.config import build_config
+    from vawm.replay import random_batch
+    info = {"obs_kind": "vector", "obs_shape": (4,), "discrete": True, "action_dim": 2}
+    after = {}
+    for grad in (True, False):
+        cfg = build_config("tiny2025", sets=[f"agent.repval_grad={str(grad).lower()}",
+                                             "agent.init=torch"])
+        torch.manual_seed(0)
+        agent = Agent(cfg, info)
+        assert agent.ac.repval_grad == grad
+        torch.manual_seed(1)
+        agent.train_step(random_batch(cfg, info))
+        after[grad] = [p.detach().clone() for p in agent.wm.parameters()]
+    assert any(not torch.equal(a, b) for a, b in zip(after[True], after[False], strict=True))

@@ -97,3 +97,39 @@ def test_v2025_preset_is_the_2025_model():
     assert torch.allclose(big, one)
     with pytest.raises(ConfigError, match="gru=block"):
         build_config("tiny", sets=["rssm.dyn_input=split"])
+
+
+def test_v2025_continuation_carries_the_discount():
+    cfg = build_config("tiny2025")
+    assert cfg.rssm.cont_target == 0.997 and cfg.agent.cont_disc and cfg.agent.imag_cont == "prob"
+    m = RSSM(cfg.rssm, (4,), 2, False)
+    b = {"obs": torch.randn(1, 3, 4), "action": torch.zeros(1, 3, 2), "reward": torch.zeros(1, 3),
+         "is_first": torch.tensor([[True, False, False]]), "is_last": torch.zeros(1, 3, dtype=bool),
+         "is_terminal": torch.tensor([[False, False, True]])}
+    o = m.observe(b)
+    logit = m.cont_head(o.post).squeeze(-1)
+    target = torch.tensor([[0.997, 0.997, 0.0]])
+    expect = torch.nn.functional.binary_cross_entropy_with_logits(logit, target, reduction="none")
+    assert torch.allclose(o.terms["cont"], expect)
+
+
+def test_v2025_cnn():
+    """DreamerV3 2025's CNN: 5x5 convs + 2x2 max-pool with channels depth x (2, 3, 4, 4), a
+    block-linear spatial decoder input, sigmoid outputs; images round trip in shape and range."""
+    from vawm.nets.layers import ConvDecoder2025, ConvEncoder2025
+    cfg = build_config("tiny2025", sets=["rssm.cnn_depth=4"]).rssm
+    assert cfg.cnn == "v2025"
+    m = RSSM(cfg, (3, 64, 64), 2, True)
+    assert isinstance(m.encoder, ConvEncoder2025) and isinstance(m.decoder, ConvDecoder2025)
+    assert [c.out_channels for c in m.encoder.convs] == [8, 12, 16, 16]
+    assert all(c.kernel_size == (5, 5) for c in m.encoder.convs)
+    assert m.encoder.dout == 16 * 4 * 4
+    b = {"obs": torch.randint(0, 256, (2, 3, 3, 64, 64), dtype=torch.uint8),
+         "action": torch.zeros(2, 3, 2), "reward": torch.zeros(2, 3),
+         "is_first": torch.zeros(2, 3, dtype=torch.bool), "is_last": torch.zeros(2, 3, dtype=torch.bool),
+         "is_terminal": torch.zeros(2, 3, dtype=torch.bool)}
+    o = m.observe(b)
+    img = m.decode(o.post)
+    assert img.shape == (2, 3, 3, 64, 64) and img.min() >= 0 and img.max() <= 255
+    o.terms["recon"].sum().backward()
+    assert m.decoder.sp0.weight.grad is not None and m.encoder.convs[0].weight.grad is not None

@@ -320,3 +320,31 @@ def test_world_model_learns_cartpole():
     loss1, err1 = evaluate()
     assert loss1 < 0.4 * loss0, (loss0, loss1)
     assert err1 < 0.75 * baseline and err1 < 0.5 * err0, (err0, err1, baseline)
+
+
+def test_storm_preset_is_storm_as_published():
+    from vawm.config import build_config
+    cfg = build_config("storm")
+    t, a = cfg.tssm, cfg.agent
+    assert (t.imag_start, t.act_latent, t.episode_mask) == ("prior", "prior", False)
+    assert (a.slow_target, a.cont_weight, a.imag_cont, a.restart, a.init, a.opt) == \
+        ("return", False, "mode", "reencode", "torch", "joint")
+    shared = build_config("storm-dreamer-agent")
+    assert shared.tssm.episode_mask and shared.agent.slow_target == "value"
+
+
+def test_reencoded_starts_after_the_update():
+    from vawm.agent import Agent
+    from vawm.config import build_config
+    from vawm.replay import random_batch
+    cfg = build_config("storm-tiny", sets=["agent.restart=reencode", "tssm.dropout=0.5",
+                                           "agent.opt=joint"])
+    info = {"obs_kind": "vector", "obs_shape": (4,), "discrete": True, "action_dim": 2}
+    agent = Agent(cfg, info)
+    assert agent.ac.actor_opt is agent.ac.critic_opt              # STORM's one optimiser
+    before = [p.detach().clone() for p in agent.ac.parameters()]
+    m = agent.train_step(random_batch(cfg, info))
+    assert np.isfinite(m["agent/actor_loss"]) and agent.wm.training
+    assert m["agent/actor_gradnorm"] == m["agent/critic_gradnorm"]   # one joint norm
+    moved = [not torch.equal(a, b) for a, b in zip(before, agent.ac.parameters(), strict=True)]
+    assert sum(moved) > len(moved) // 2

@@ -9,6 +9,7 @@ backbone's own loss.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import torch
@@ -72,17 +73,35 @@ class Agent(torch.nn.Module):
                 f"non-finite world-model loss at update {self.updates}: {bad}; the last checkpoint "
                 "is intact — lower optim.model_lr or check the objective's settings, then --resume")
         self.wm_opt.zero_grad()
-        total.backward()
-        metrics["wm/gradnorm"] = self.wm_opt.step()
+        # DreamerV3 2025 trains everything from one loss: the replay-value loss's gradient joins
+        # the world model's before its step (the actor-critic step below adds it)
+        joint = self.ac.repval_grad
+        total.backward(retain_graph=joint)
+        if not joint:
+            metrics["wm/gradnorm"] = self.wm_opt.step()
         if self.profile:                    # everything an objective adds happens before here
             _sync(batch["reward"].device)
             metrics["time/wm_step_s"] = time.perf_counter() - t0
         metrics["wm/loss"] = total.detach()
         metrics.update({f"{self.objective.log_name}/{k}": v.detach() for k, v in contrib.losses.items()})
         metrics.update(contrib.metrics)
+        if self.cfg.agent.restart == "reencode":   # STORM: starts from the updated model, eval mode
+            obs = dataclasses.replace(obs, start=self._reencoded_starts(batch))
         metrics.update(self.ac.train_step(self.wm, obs, batch, self.amp))
+        if joint:
+            metrics["wm/gradnorm"] = self.wm_opt.step()
         self.updates += 1
         return {k: float(v) for k, v in metrics.items()}
+
+    @torch.no_grad()
+    def _reencoded_starts(self, batch: dict[str, torch.Tensor]):
+        was = self.wm.training
+        self.wm.eval()
+        try:
+            with self.amp():
+                return self.wm.observe(batch, self.updates).start
+        finally:
+            self.wm.train(was)
 
     def amp(self):
         """The update's forward passes under ``run.precision=bf16``: bfloat16 autocast on the

@@ -56,6 +56,7 @@ class AgentConfig:
     slow_decay: Unit = 0.98     # critic EMA decay
     slowreg: NonNeg = 1.0       # critic EMA regulariser
     repval_scale: NonNeg = 0.0  # replay value loss (2025: 0.3)
+    repval_grad: bool = True    # its gradient reaches the world model (2025's code; REINFORCE only)
     retnorm_decay: Unit = 0.99
     retnorm_limit: Annotated[float, Min(0, strict=True)] = 1.0
     imag_starts: Annotated[int, Min(0)] = 0   # 0 = imagine from all B*T posterior states
@@ -65,6 +66,19 @@ class AgentConfig:
     # the losses are plain means instead of weighted by the imagined continuation product.
     slow_target: Literal["value", "return"] = "value"   # value (DreamerV3) | return (STORM)
     cont_weight: bool = True    # weight actor/critic losses by prod c (DreamerV3); STORM: false
+    # imagined continuation: mode (DreamerV3's cont head mode(), STORM's termination > 0.5) | prob
+    imag_cont: Literal["mode", "prob"] = "mode"
+    weight_discount: bool = True   # weights cumprod(gamma c) / gamma (DreamerV3) | cumprod(c)
+    # the imagined continuation already carries the discount (DreamerV3 2025's contdisc, with the
+    # backbone's continuation target gamma): returns and weights use c alone
+    cont_disc: bool = False
+    init: Literal["dreamer", "torch"] = "dreamer"   # zero critic / 0.01 actor outputs | PyTorch's
+    # imagination starts: the observed states of this update | re-encoded in eval mode after the
+    # world-model step (STORM's code)
+    restart: Literal["observed", "reencode"] = "observed"
+    # separate: an optimiser each for actor and critic (DreamerV3 2023) | joint: one optimiser over
+    # both, one clip on the joint gradient norm (STORM's code; actor settings: optim.actor_lr)
+    opt: Literal["separate", "joint"] = "separate"
     twohot: Literal["symlog", "symexp"] = "symlog"   # critic bins (DreamerV3 2025: symexp-spaced)
 
 
@@ -86,7 +100,8 @@ def lambda_returns(reward: Tensor, cont: Tensor, value: Tensor, gamma: float, la
 class Critic(nn.Module):
     def __init__(self, din: int, cfg: AgentConfig, bins: int = 255):
         super().__init__()
-        self.net = MLP(din, bins, cfg.layers, cfg.units, cfg.norm, cfg.act, zero_out=True)
+        self.net = MLP(din, bins, cfg.layers, cfg.units, cfg.norm, cfg.act,
+                       zero_out=cfg.init == "dreamer")
         self.twohot, b = twohot_head(cfg.twohot, bins)
         self.register_buffer("bins", b, persistent=False)
 
@@ -99,7 +114,7 @@ class Actor(nn.Module):
         super().__init__()
         self.discrete, self.cfg = discrete, cfg
         self.net = MLP(din, act_dim if discrete else 2 * act_dim, cfg.layers, cfg.units, cfg.norm,
-                       cfg.act, out_scale=0.01)
+                       cfg.act, out_scale=0.01 if cfg.init == "dreamer" else 1.0)
 
     def forward(self, feat: Tensor):
         out = self.net(feat)
@@ -123,11 +138,21 @@ class ActorCritic(nn.Module):
         self.actor_grad = ("reinforce" if discrete else "dynamics") if grad == "auto" else grad
         if discrete and self.actor_grad == "dynamics":
             raise ValueError("actor_grad=dynamics needs continuous actions; use reinforce")
+        self.disc = 1.0 if cfg.cont_disc else cfg.gamma    # the imagination's discount
+        # the replay-value loss trains the world model too when nothing else of this step does
+        # (REINFORCE imagines without gradient, as DreamerV3 2025 always does)
+        self.repval_grad = cfg.repval_scale > 0 and cfg.repval_grad and \
+            self.actor_grad == "reinforce"
         lr_a, lr_c = ocfg.actor_lr, ocfg.critic_lr
-        self.actor_opt = Optim(list(self.actor.parameters()), ocfg.kind, lr_a, ocfg.ac_eps,
-                               ocfg.ac_clip, ocfg.warmup)
-        self.critic_opt = Optim(list(self.critic.parameters()), ocfg.kind, lr_c, ocfg.ac_eps,
-                                ocfg.ac_clip, ocfg.warmup)
+        if cfg.opt == "joint":                  # STORM: one Adam, one clip over both
+            params = list(self.actor.parameters()) + list(self.critic.parameters())
+            self.actor_opt = self.critic_opt = Optim(params, ocfg.kind, lr_a, ocfg.ac_eps,
+                                                     ocfg.ac_clip, ocfg.warmup)
+        else:
+            self.actor_opt = Optim(list(self.actor.parameters()), ocfg.kind, lr_a, ocfg.ac_eps,
+                                   ocfg.ac_clip, ocfg.warmup)
+            self.critic_opt = Optim(list(self.critic.parameters()), ocfg.kind, lr_c, ocfg.ac_eps,
+                                    ocfg.ac_clip, ocfg.warmup)
 
     def value(self, feat: Tensor, slow: bool = False) -> Tensor:
         return (self.slow_critic if slow else self.critic)(feat).mean
@@ -155,14 +180,15 @@ class ActorCritic(nn.Module):
         dyn_grad = self.actor_grad == "dynamics"
         with amp():
             with torch.enable_grad() if dyn_grad else torch.no_grad():
-                imag = wm.imagine(start, lambda f: self.actor(f).rsample(), cfg.horizon,
-                                  grad=dyn_grad)
+                    imag = wm.imagine(start, self._imagine_policy, cfg.horizon, grad=dyn_grad)
             feat = imag.feat                                        # [H+1, N, F]
             cont = imag.cont.clone()
+            if cfg.imag_cont == "mode":                             # Bernoulli mode
+                cont = (cont > 0.5).to(cont.dtype)
             cont[0] = 1.0 - is_terminal                             # the start state's real flag
-            weight = torch.cumprod(cont, 0).detach() if cfg.cont_weight else torch.ones_like(cont)
+            weight = self.loss_weights(cont)
             value = self.critic(feat).mean                          # [H+1, N]
-            ret = lambda_returns(imag.reward, cont, value, cfg.gamma, cfg.lam)  # [H, N]
+            ret = lambda_returns(imag.reward, cont, value, self.disc, cfg.lam)  # [H, N]
             # ---- actor (eq. 8, 9)
             self.retnorm.update(ret)
             scale = self.retnorm.scale()
@@ -174,9 +200,10 @@ class ActorCritic(nn.Module):
             else:
                 actor_obj = pol.log_prob(imag.action[:-1].detach()) * adv.detach()
             actor_loss = -(weight[:-1] * (actor_obj + cfg.actor_ent * ent)).mean() * cfg.actor_scale
-        self.actor_opt.zero_grad()
-        actor_loss.backward()
-        actor_gn = self.actor_opt.step()
+        if cfg.opt == "separate":
+            self.actor_opt.zero_grad()
+            actor_loss.backward()
+            actor_gn = self.actor_opt.step()
         # ---- critic (eq. 7) with the slow-critic regulariser
         with amp():
             fd = feat[:-1].detach()
@@ -185,16 +212,21 @@ class ActorCritic(nn.Module):
             with torch.no_grad():
                 if cfg.slow_target == "return":                     # STORM
                     slow = lambda_returns(imag.reward, cont, self.slow_critic(feat).mean,
-                                          cfg.gamma, cfg.lam)
+                                          self.disc, cfg.lam)
                 else:                                               # DreamerV3
                     slow = self.slow_critic(fd).mean
             critic_loss = -dist.log_prob(target) - cfg.slowreg * dist.log_prob(slow)
             critic_loss = (weight[:-1] * critic_loss).mean() * cfg.critic_scale
             if cfg.repval_scale > 0:
                 critic_loss = critic_loss + cfg.repval_scale * self._repval_loss(obs, batch, ret)
-        self.critic_opt.zero_grad()
-        critic_loss.backward()
-        critic_gn = self.critic_opt.step()
+        if cfg.opt == "joint":                  # one loss, one step (STORM)
+            self.critic_opt.zero_grad()
+            (actor_loss + critic_loss).backward()
+            actor_gn = critic_gn = self.critic_opt.step()
+        else:
+            self.critic_opt.zero_grad()
+            critic_loss.backward()
+            critic_gn = self.critic_opt.step()
         self.update_slow()
         return {
             "agent/actor_loss": actor_loss.detach(), "agent/critic_loss": critic_loss.detach(),
@@ -204,24 +236,48 @@ class ActorCritic(nn.Module):
             "agent/critic_gradnorm": critic_gn, "agent/imag_reward": imag.reward[1:].mean().detach(),
         }
 
+    def _imagine_policy(self, feat: Tensor) -> Tensor:
+        """Imagined actions: reparameterised samples (continuous ones in the action box)."""
+        a = self.actor(feat).rsample()
+        return a if self.discrete else a / a.abs().clamp(min=1).detach()
+
+    def loss_weights(self, cont: Tensor) -> Tensor:
+        """[H+1, N] weights of the imagined steps: cumprod(gamma c) / gamma (DreamerV3), the plain
+        product (``weight_discount=false``) or ones (``cont_weight=false``, STORM)."""
+        cfg = self.cfg
+        if not cfg.cont_weight:
+            return torch.ones_like(cont)
+        disc = self.disc if cfg.weight_discount else 1.0
+        return (torch.cumprod(disc * cont, 0) / disc).detach()
+
     def _repval_loss(self, obs: Observed, batch: dict[str, Tensor], imag_ret: Tensor) -> Tensor:
-        """DreamerV3 2025 replay value loss: lambda-returns along the *replayed* trajectory that
-        bootstrap from the imagined return of each state, regressed by the critic on the
-        posterior features. Only used when every posterior state started an imagination."""
+        """DreamerV3 2025's replay value loss (its current code): lambda-returns along the
+        *replayed* trajectory, bootstrapped at every step from that state's imagined return and
+        cut at episode ends, regressed by the critic on the posterior features together with the
+        slow-critic regulariser; last steps are masked out. With ``repval_grad`` the features keep
+        their graph, so the loss's gradient reaches the world model (the agent steps the world
+        model after this). Only used when every posterior state started an imagination.
+
+            live_t = gamma (1 - term_{t+1}),  c_t = lam (1 - last_{t+1})
+            R_{T-1} = boot_{T-1},  R_t = r_{t+1} + (1 - c_t) live_t boot_{t+1} + live_t c_t R_{t+1}
+        """
+        cfg = self.cfg
         B, T = batch["reward"].shape
         if imag_ret.shape[1] != B * T:
             return torch.zeros(())
         boot = imag_ret[0].reshape(B, T).detach()                   # R^lambda from each start
-        feat = obs.post.detach()
+        feat = obs.post if self.repval_grad else obs.post.detach()
         rew = batch["reward"].float()
-        con = 1.0 - batch["is_terminal"].float()
-        first = batch["is_first"].bool()
-        last = boot[:, -1]
-        rets = [last]
+        live = cfg.gamma * (1.0 - batch["is_terminal"].float()[:, 1:])     # [B, T-1]
+        cont = cfg.lam * (1.0 - batch["is_last"].float()[:, 1:])
+        interm = rew[:, 1:] + (1.0 - cont) * live * boot[:, 1:]
+        rets = [boot[:, -1]]
         for t in reversed(range(T - 1)):
-            step = rew[:, t + 1] + self.cfg.gamma * con[:, t + 1] * (
-                (1 - self.cfg.lam) * boot[:, t + 1] + self.cfg.lam * last)
-            last = torch.where(first[:, t + 1], boot[:, t], step)   # no return across episodes
-            rets.append(last)
-        target = torch.stack(rets[::-1], 1)                         # [B, T]
-        return -self.critic(feat).log_prob(target).mean()
+            rets.append(interm[:, t] + live[:, t] * cont[:, t] * rets[-1])
+        target = torch.stack(rets[::-1], 1)[:, :-1].detach()        # [B, T-1]
+        dist = self.critic(feat[:, :-1])
+        with torch.no_grad():
+            slow = self.slow_critic(feat[:, :-1].detach()).mean
+        weight = 1.0 - batch["is_last"].float()[:, :-1]
+        per = -dist.log_prob(target) - cfg.slowreg * dist.log_prob(slow)
+        return (weight * per).mean()

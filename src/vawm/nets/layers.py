@@ -10,6 +10,7 @@ import math
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch import Tensor
 
 from vawm.nets.dist import full_precision
@@ -233,6 +234,83 @@ class BlockGRU(nn.Module):
         return out.reshape(*lead, -1)
 
 
+def _norm_channels(norm: nn.Module, x: Tensor) -> Tensor:
+    """A norm over the channels of every pixel: [N, C, H, W] (DreamerV3 normalises the last axis)."""
+    return norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class ConvEncoder2025(nn.Module):
+    """DreamerV3 2025's image encoder: per stage Conv(5x5, stride 1) -> 2x2 max-pool -> Norm ->
+    act, channels ``depth`` x (2, 3, 4, 4); flattened. Input [..., C, H, W] in [-0.5, 0.5]."""
+
+    def __init__(self, in_ch: int, depth: int, stages: int, norm: str, act: str,
+                 size: tuple[int, int], mults: tuple[int, ...] = (2, 3, 4, 4), kernel: int = 5):
+        super().__init__()
+        chans = [depth * m for m in mults[:stages]]
+        self.convs = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        c = in_ch
+        for out in chans:
+            self.convs.append(nn.Conv2d(c, out, kernel, padding=kernel // 2, bias=norm == "none"))
+            self.norms.append(make_norm(norm, out))
+            c = out
+        self.act = make_act(act)
+        self.dout = c * (size[0] >> stages) * (size[1] >> stages)
+
+    def forward(self, x: Tensor) -> Tensor:
+        lead = x.shape[:-3]
+        x = x.reshape(-1, *x.shape[-3:])
+        for conv, norm in zip(self.convs, self.norms, strict=True):
+            x = self.act(_norm_channels(norm, F.max_pool2d(conv(x), 2)))
+        return x.reshape(*lead, -1)
+
+
+class ConvDecoder2025(nn.Module):
+    """DreamerV3 2025's image decoder: the spatial input is a block-linear map of h (``bspace``
+    groups, each a slice of the channels) plus a 2-layer map of z, normalised; then per stage
+    2x nearest upsampling -> Conv(5x5) -> Norm -> act; a last upsampling and Conv to the image's
+    channels; sigmoid. Returns [..., C, H, W] in [-0.5, 0.5] (sigmoid - 0.5, the encoder's range)."""
+
+    def __init__(self, deter: int, stoch: int, out_ch: int, depth: int, stages: int, norm: str,
+                 act: str, size: tuple[int, int], units: int, bspace: int = 8,
+                 mults: tuple[int, ...] = (2, 3, 4, 4), kernel: int = 5):
+        super().__init__()
+        chans = [depth * m for m in mults[:stages]]
+        self.deter, self.g = deter, bspace
+        self.res = (size[0] >> stages, size[1] >> stages)
+        self.c_last = chans[-1]
+        u = self.res[0] * self.res[1] * self.c_last
+        self.sp0 = BlockLinear(deter, u, bspace)
+        self.sp1 = NormDense(stoch, 2 * units, norm, act)
+        self.sp2 = nn.Linear(2 * units, u)
+        self.spnorm = make_norm(norm, self.c_last)
+        self.act = make_act(act)
+        self.convs = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        c = self.c_last
+        for out in reversed(chans[:-1]):
+            self.convs.append(nn.Conv2d(c, out, kernel, padding=kernel // 2, bias=norm == "none"))
+            self.norms.append(make_norm(norm, out))
+            c = out
+        self.out = nn.Conv2d(c, out_ch, kernel, padding=kernel // 2)
+
+    def forward(self, feat: Tensor) -> Tensor:
+        # feat: [..., D + S*C] = [h, z]
+        lead = feat.shape[:-1]
+        f = feat.reshape(-1, feat.shape[-1])
+        h, w, g = *self.res, self.g
+        x0 = self.sp0(f[:, :self.deter]).reshape(-1, g, h, w, self.c_last // g)  # (g h w c)
+        x0 = x0.permute(0, 1, 4, 2, 3).reshape(-1, self.c_last, h, w)       # channels (g c)
+        x1 = self.sp2(self.sp1(f[:, self.deter:])).reshape(-1, h, w, self.c_last)
+        x = self.act(_norm_channels(self.spnorm, x0 + x1.permute(0, 3, 1, 2)))
+        for conv, norm in zip(self.convs, self.norms, strict=True):
+            x = F.interpolate(x, scale_factor=2, mode="nearest")
+            x = self.act(_norm_channels(norm, conv(x)))
+        x = self.out(F.interpolate(x, scale_factor=2, mode="nearest"))
+        x = torch.sigmoid(full_precision(x)) - 0.5
+        return x.reshape(*lead, *x.shape[1:])
+
+
 def compile_hot_modules(root: nn.Module) -> int:
     """``run.compile``: ``torch.compile`` the small hot modules under ``root`` in place (MLPs,
     GRU cells, CNN encoders/decoders; ``nn.Module.compile`` keeps the state-dict keys, so
@@ -243,7 +321,8 @@ def compile_hot_modules(root: nn.Module) -> int:
     donation is off so that objectives may backward with ``retain_graph``. Compiled graphs have no
     double backward, so TEMPO's exact meta-gradient cannot run compiled (a config error). Returns
     the number of modules compiled."""
-    kinds = (MLP, LayerNormGRU, BlockGRU, ConvEncoder, ConvDecoder)
+    kinds = (MLP, LayerNormGRU, BlockGRU, ConvEncoder, ConvDecoder, ConvEncoder2025,
+             ConvDecoder2025)
     mods = [m for m in root.modules() if isinstance(m, kinds)]
     import torch._dynamo.config as dynamo_config
     import torch._functorch.config as functorch_config

@@ -82,16 +82,17 @@ class Backbone(nn.Module):
         """Roll the dynamics ``horizon`` steps from N start states (detached) under ``policy``.
 
         The default serves recurrent backbones: a state with ``.feat()`` [N, F] and
-        ``img_step(state, action)`` -> next prior state. ``grad``: the policy sees undetached
-        features (returns backpropagate through the dynamics, never into the start state)."""
+        ``img_step(state, action)`` -> next prior state. The policy always reads a stop-gradient
+        state (DreamerV3: ``actor(sg(s))``); with gradients enabled the actions' gradients flow
+        through the dynamics (``grad`` documents that intent), never into the start state."""
         s = tree_map(Tensor.detach, start)
         feats, actions = [s.feat()], []
         for _ in range(horizon):
-            a = policy(feats[-1] if grad else feats[-1].detach())
+            a = policy(feats[-1].detach())
             actions.append(a)
             s = self.img_step(s, a)
             feats.append(s.feat())
-        actions.append(policy(feats[-1] if grad else feats[-1].detach()))
+        actions.append(policy(feats[-1].detach()))
         feat = torch.stack(feats, 0)                                  # [H+1, N, F]
         return Imagined(feat, torch.stack(actions, 0), self.reward_mean(feat), self.cont_prob(feat))
 

@@ -36,7 +36,9 @@ from vawm.nets.layers import (
     MLP,
     BlockGRU,
     ConvDecoder,
+    ConvDecoder2025,
     ConvEncoder,
+    ConvEncoder2025,
     LayerNormGRU,
     NormDense,
     conv_stages,
@@ -72,6 +74,12 @@ class RSSMConfig:
     imglayers: Pos = 1          # hidden layers of the prior p(z | h) (2025: 2)
     initial: Literal["learned", "zeros"] = "learned"   # h_0: tanh(learned) (2023) | zeros (2025)
     twohot: Literal["symlog", "symexp"] = "symlog"     # reward bins (2025: symexp-spaced)
+    # continuation target of non-terminal steps: 1 (2023) | 1 - 1/horizon = gamma (2025's contdisc:
+    # the predicted continuation carries the discount; set agent.cont_disc with it)
+    cont_target: Annotated[float, Range(0, 1)] = 1.0
+    # image encoder/decoder: v2023 (4x4 stride-2 convs) | v2025 (5x5 convs + max-pool, channels
+    # cnn_depth x (2, 3, 4, 4), block-linear spatial decoder input, sigmoid output)
+    cnn: Literal["v2023", "v2025"] = "v2023"
     units: Pos = 256            # MLP width of encoder/decoder/heads
     layers: Annotated[int, Min(0)] = 2          # MLP depth of vector encoder/decoder
     head_layers: Annotated[int, Min(0)] = 1     # MLP depth of reward/continue heads
@@ -107,7 +115,12 @@ class RSSM(Backbone):
         self.feat_dim = D + S * C
         self.latent_slice = slice(D, D + S * C)                    # feat = [h, z]
         n, a = cfg.norm, cfg.act
-        if image:
+        if image and cfg.cnn == "v2025":
+            st = conv_stages(obs_shape[1:], 4)
+            self.encoder = ConvEncoder2025(obs_shape[0], cfg.cnn_depth, st, n, a, obs_shape[1:])
+            self.decoder = ConvDecoder2025(D, S * C, obs_shape[0], cfg.cnn_depth, st, n, a,
+                                           obs_shape[1:], cfg.units)
+        elif image:
             st = conv_stages(obs_shape[1:], 4)    # 64x64 -> 4x4 as DreamerV3; 10x10 -> 5x5
             self.encoder = ConvEncoder(obs_shape[0], cfg.cnn_depth, st, n, a, obs_shape[1:])
             self.decoder = ConvDecoder(self.feat_dim, obs_shape[0], cfg.cnn_depth, st, n, a,
@@ -178,9 +191,10 @@ class RSSM(Backbone):
         return RState(deter, stoch)
 
     def core(self, deter: Tensor, stoch: Tensor, action: Tensor) -> Tensor:
-        """h_t = f(h_{t-1}, z_{t-1}, a_{t-1}); stoch: [N, S, C]."""
-        if self.cfg.dyn_input == "split":        # 2025: a / max(1, |a|), three embeddings
-            action = action / action.abs().clamp(min=1).detach()
+        """h_t = f(h_{t-1}, z_{t-1}, a_{t-1}); stoch: [N, S, C]. Actions outside the box are
+        scaled into it, a * sg(1 / max(1, |a|)) (DreamerV3 2023 ``action_clip``, 2025 alike)."""
+        action = action / action.abs().clamp(min=1).detach()
+        if self.cfg.dyn_input == "split":        # 2025: three embeddings
             x = torch.cat([m(v) for m, v in zip(self.dyn_in, (deter, stoch.flatten(-2), action),
                                                  strict=True)], -1)
         else:
@@ -259,7 +273,7 @@ class RSSM(Backbone):
         else:
             recon = (self.decoder(feat) - symlog(obs.float())).pow(2).sum(-1)
         reward = -self.reward_dist(feat).log_prob(batch["reward"])
-        cont_target = 1.0 - batch["is_terminal"].float()
+        cont_target = self.cfg.cont_target * (1.0 - batch["is_terminal"].float())
         cont = F.binary_cross_entropy_with_logits(self.cont_head(feat).squeeze(-1), cont_target,
                                                   reduction="none")
         dyn, rep = kl_split(post_logits, prior_logits)

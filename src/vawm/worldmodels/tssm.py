@@ -327,7 +327,7 @@ class TSSM(Backbone):
                 zt = self._sample(self.prior_logits(h))
             feats, actions = [torch.cat([zt, h], -1)], []
             for _ in range(horizon):
-                act = policy(feats[-1] if grad else feats[-1].detach())
+                act = policy(feats[-1].detach())
                 actions.append(act)
                 e = self.mixer(zt, act)[:, None]                         # [N, 1, D]
                 if self.cfg.kv_cache:                                    # O(context) per step
@@ -339,7 +339,7 @@ class TSSM(Backbone):
                     h = self.transformer(torch.cat(tokens, 1), causal_mask(kv, kv.shape[1]))[:, -1]
                 zt = self._sample(self.prior_logits(h))
                 feats.append(torch.cat([zt, h], -1))
-            actions.append(policy(feats[-1] if grad else feats[-1].detach()))
+            actions.append(policy(feats[-1].detach()))
             feat = torch.stack(feats, 0)                                 # [H+1, N, F]
             return Imagined(feat, torch.stack(actions, 0), self.reward_mean(feat),
                             self.cont_prob(feat))
