@@ -40,7 +40,8 @@ def render(results: Path = RESULTS) -> str:
     for d in rows(results):
         r = d["readme"]
         seeds = ", ".join(str(s) for s in d.get("seeds", [])) or "—"
-        when = f"{d['date']}, load {d['load']}, `{d['commit'][:8]}`"
+        commit = d["commit"][:8] + ("+dirty" if d["commit"].endswith("+dirty") else "")
+        when = f"{d['date']}, load {d['load']}, `{commit}`"
         lines.append(f"| {r['what']} | `{r['command']}` | seeds {seeds}; {d['budget']} | "
                      f"{r['result']} | {when} |")
     return "\n".join(lines)
