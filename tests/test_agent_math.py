@@ -97,7 +97,7 @@ class _FixedDream(torch.nn.Module):
         self.cont = (torch.rand(H + 1, N, generator=g) > 0.2).float()
         self.action = torch.nn.functional.one_hot(torch.randint(A, (H + 1, N), generator=g), A).float()
 
-    def imagine(self, start, policy, horizon, grad=False):
+    def imagine(self, start, policy, horizon):
         from vawm.worldmodels.base import Imagined
         return Imagined(self.feat, self.action, self.reward, self.cont.clone())
 
@@ -173,7 +173,7 @@ def test_imagination_follows_dreamerv3_2023():
     seen = []
 
     class FakeWM:
-        def imagine(self, start, policy, horizon, grad=False):
+        def imagine(self, start, policy, horizon):
             f = start.clone().requires_grad_(True)
             feats, acts = [f], []
             for _ in range(horizon + 1):

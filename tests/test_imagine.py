@@ -11,9 +11,10 @@ from vawm.agent import Agent
 from vawm.cli import main
 from vawm.config import build_config
 from vawm.envs import env_info
-from vawm.imagine import OpenLoop, collect, grid_view, to_rgb, value_saliency
+from vawm.imagine import collect, grid_view, to_rgb, value_saliency
 from vawm.state import tree_map
 from vawm.train import Trainer
+from vawm.worldmodels.base import ReplayActions
 
 
 def test_value_saliency_is_decoder_jvp_along_value_gradient():
@@ -42,7 +43,7 @@ def test_saliency_of_a_nonlinear_decoder_matches_finite_differences():
 
 def test_open_loop_replays_actions_in_order():
     acts = torch.arange(3.0)[:, None, None].expand(3, 2, 1)
-    pol = OpenLoop(acts)
+    pol = ReplayActions(acts)
     got = [pol(torch.zeros(2, 4))[0, 0].item() for _ in range(4)]
     assert got == [0.0, 1.0, 2.0, 2.0]          # past the end: the last action again
 
@@ -72,7 +73,7 @@ def test_first_imagined_step_is_the_filtered_recurrent_state(backbone, preset):
         ob = agent.wm.observe(batch)
         for t0 in ((cfg.tssm.context,) if backbone == "tssm" else (3, 7)):
             im = agent.wm.imagine(tree_map(lambda x, t0=t0: x[torch.tensor([t0])], ob.start),
-                                  OpenLoop(batch["action"][0, t0:t0 + 2, None]), 1)
+                                  ReplayActions(batch["action"][0, t0:t0 + 2, None]), 1)
             h = {"rssm": lambda: slice(0, cfg.rssm.deter),
                  "vae-lstm": lambda: slice(cfg.vae_lstm.latent, None),
                  "tssm": lambda: slice(agent.wm.zdim, None)}[backbone]()

@@ -169,7 +169,7 @@ def test_imagine_shapes_and_subsampled_start():
     assert ((imag.cont >= 0) & (imag.cont <= 1)).all()
     torch.testing.assert_close(imag.feat[0], obs.post.reshape(B * T, -1)[idx].detach())
     # grad=True: returns backpropagate through the LSTM dynamics, never into the start state
-    imag = m.imagine(start, lambda f: torch.softmax(f[..., :A], -1), H, grad=True)
+    imag = m.imagine(start, lambda f: torch.softmax(f[..., :A], -1), H)
     imag.reward.sum().backward()
     assert m.lstm.weight_hh.grad is not None and m.encoder.out.weight.grad is None
 

@@ -60,9 +60,6 @@ def value_saliency(decode: Callable[[Tensor], Tensor], value: Callable[[Tensor],
     return jvp.abs()
 
 
-OpenLoop = ReplayActions   # imagined rollouts along the real actions
-
-
 @torch.no_grad()
 def collect(agent, cfg, device: torch.device, length: int, seed: int, policy: str = "agent"
             ) -> dict[str, np.ndarray]:
@@ -107,7 +104,7 @@ def dream(agent, traj: dict[str, np.ndarray], start: int, context: int, horizon:
     actions = batch["action"][0, t0:t0 + H + 1]
     actions = torch.cat([actions, actions[-1:].expand(H + 1 - len(actions), -1)])[:, None]
     first = tree_map(lambda t: t[torch.tensor([t0], device=device)], ob.start)
-    im = wm.imagine(first, OpenLoop(actions), H)
+    im = wm.imagine(first, ReplayActions(actions), H)
     feat = torch.cat([ob.post[0, start:t0], im.feat[:, 0]])      # [context + H, F]
     frames = wm.decode(feat)
     sal = value_saliency(wm.decode, agent.ac.value, feat)

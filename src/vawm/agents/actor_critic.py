@@ -180,7 +180,7 @@ class ActorCritic(nn.Module):
         dyn_grad = self.actor_grad == "dynamics"
         with amp():
             with torch.enable_grad() if dyn_grad else torch.no_grad():
-                    imag = wm.imagine(start, self._imagine_policy, cfg.horizon, grad=dyn_grad)
+                    imag = wm.imagine(start, self._imagine_policy, cfg.horizon)
             feat = imag.feat                                        # [H+1, N, F]
             cont = imag.cont.clone()
             if cfg.imag_cont == "mode":                             # Bernoulli mode

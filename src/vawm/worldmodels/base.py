@@ -78,13 +78,13 @@ class Backbone(nn.Module):
         """Scalar ML loss; ``weights`` [B, T] multiply each step's terms *before* free bits."""
         raise NotImplementedError
 
-    def imagine(self, start: Any, policy: Policy, horizon: int, grad: bool = False) -> Imagined:
+    def imagine(self, start: Any, policy: Policy, horizon: int) -> Imagined:
         """Roll the dynamics ``horizon`` steps from N start states (detached) under ``policy``.
 
         The default serves recurrent backbones: a state with ``.feat()`` [N, F] and
         ``img_step(state, action)`` -> next prior state. The policy always reads a stop-gradient
-        state (DreamerV3: ``actor(sg(s))``); with gradients enabled the actions' gradients flow
-        through the dynamics (``grad`` documents that intent), never into the start state."""
+        state (DreamerV3: ``actor(sg(s))``); under ``torch.enable_grad`` the actions' gradients
+        flow through the dynamics, never into the start state."""
         s = tree_map(Tensor.detach, start)
         feats, actions = [s.feat()], []
         for _ in range(horizon):

@@ -305,7 +305,7 @@ class TSSM(Backbone):
         return total, metrics
 
     # ------------------------------------------------------------------ imagination
-    def imagine(self, start: TSSMStart, policy, horizon: int, grad: bool = False) -> Imagined:
+    def imagine(self, start: TSSMStart, policy, horizon: int) -> Imagined:
         """Roll out ``horizon`` steps from each window through the key/value cache (eval mode)."""
         C = self.cfg.context
         z, a, valid = start.z.detach(), start.action.detach().float(), start.valid.bool()
@@ -347,7 +347,7 @@ class TSSM(Backbone):
     def rollout(self, start: TSSMStart, actions: Tensor) -> Tensor:
         """Rollout under given actions through the KV cache (eval mode). The start window's
         latents are detached in ``observe``: the gradient reaches the dynamics, not the encoder."""
-        return self.imagine(start, ReplayActions(actions), actions.shape[0], grad=True).feat
+        return self.imagine(start, ReplayActions(actions), actions.shape[0]).feat
 
     # ------------------------------------------------------------------ acting
     def initial_carry(self, n: int) -> tuple[TSSMCarry, Tensor]:
