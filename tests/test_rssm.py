@@ -133,3 +133,30 @@ def test_v2025_cnn():
     assert img.shape == (2, 3, 3, 64, 64) and img.min() >= 0 and img.max() <= 255
     o.terms["recon"].sum().backward()
     assert m.decoder.sp0.weight.grad is not None and m.encoder.convs[0].weight.grad is not None
+
+
+def test_v2025_three_optimisers_are_its_one_optimiser():
+    """DreamerV3 2025 steps one LaProp + AGC optimiser over all modules. AGC clips each tensor
+    against its own norm and LaProp is elementwise, so with one learning rate, epsilon, clip and
+    warm-up our three optimisers (world model, actor, critic) take exactly the same steps as one
+    optimiser over their union. The preset must keep the three settings equal for this to hold."""
+    from vawm.nets.optim import Optim
+    cfg = build_config("v2025").optim
+    assert cfg.kind == "laprop" and cfg.model_lr == cfg.actor_lr == cfg.critic_lr
+    assert cfg.model_eps == cfg.ac_eps and cfg.model_clip == cfg.ac_clip
+    torch.manual_seed(0)
+    parts = [[torch.nn.Parameter(torch.randn(5, 3)), torch.nn.Parameter(torch.randn(4))],
+             [torch.nn.Parameter(torch.randn(2, 2))], [torch.nn.Parameter(torch.randn(7) * 1e-4)]]
+    union = [torch.nn.Parameter(p.detach().clone()) for ps in parts for p in ps]
+    args = (cfg.kind, cfg.model_lr, cfg.model_eps, cfg.model_clip, 3)   # a short warm-up
+    separate = [Optim(ps, *args) for ps in parts]
+    one = Optim(union, *args)
+    for _ in range(6):
+        grads = [torch.randn_like(p) * 10 for ps in parts for p in ps]   # large: AGC clips
+        for p, q, g in zip([p for ps in parts for p in ps], union, grads, strict=True):
+            p.grad, q.grad = g.clone(), g.clone()
+        for opt in separate:
+            opt.step()
+        one.step()
+    for p, q in zip([p for ps in parts for p in ps], union, strict=True):
+        assert torch.equal(p, q)
