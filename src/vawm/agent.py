@@ -15,6 +15,7 @@ import time
 import torch
 
 from vawm.agents.actor_critic import ActorCritic
+from vawm.agents.td import TDLearner
 from vawm.nets.layers import compile_hot_modules
 from vawm.nets.optim import Optim
 from vawm.objectives import Context, build_objective
@@ -47,11 +48,16 @@ class Agent(torch.nn.Module):
         self.discrete, self.act_dim = info["discrete"], info["action_dim"]
         self.wm = build_backbone(cfg, info)
         self.objective = build_objective(cfg, self.wm)
-        self.ac = ActorCritic(self.wm.feat_dim, self.act_dim, self.discrete, cfg.agent, cfg.optim)
+        if self.wm.behaviour == "td":      # latent backbone: TD3 critics, data mixing, MPC
+            self.ac = TDLearner(self.wm.feat_dim, self.act_dim, self.discrete, cfg.td, cfg.optim)
+        else:
+            self.ac = ActorCritic(self.wm.feat_dim, self.act_dim, self.discrete, cfg.agent,
+                                  cfg.optim)
         o = cfg.optim
-        self.wm_params = list(self.wm.parameters()) + list(self.objective.wm_parameters())
-        self.wm_opt = Optim(self.wm_params, o.kind, o.model_lr, o.model_eps, o.model_clip,
-                            o.warmup)
+        groups = self.wm.param_groups(o.model_lr)
+        groups[-1]["params"] = groups[-1]["params"] + list(self.objective.wm_parameters())
+        self.wm_params = [p for g in groups for p in g["params"]]
+        self.wm_opt = Optim(groups, o.kind, o.model_lr, o.model_eps, o.model_clip, o.warmup)
         self.updates = 0
         self.profile = False    # benchmarks: time the world-model step (observe..optimiser)
         if cfg.run.compile:
@@ -66,7 +72,10 @@ class Agent(torch.nn.Module):
             ctx = Context(self.wm, self.ac, self.updates, batch, self.cfg.optim.model_lr)
             contrib = self.objective.contribute(obs, ctx)
             wm_loss, metrics = self.wm.loss(obs, contrib.weights)
-            total = wm_loss + sum(contrib.losses.values(), torch.zeros((), device=wm_loss.device))
+            # the behaviour learner's own terms of the world-model loss (td: the encoder's TD loss)
+            own = self.ac.model_losses(self.wm, obs, batch)
+            total = wm_loss + sum([*contrib.losses.values(), *own.values()],
+                                  torch.zeros((), device=wm_loss.device))
         if not torch.isfinite(total):
             bad = {k: float(v) for k, v in {"wm": wm_loss, **contrib.losses}.items()}
             raise NonFiniteLossError(
@@ -79,17 +88,20 @@ class Agent(torch.nn.Module):
         total.backward(retain_graph=joint)
         if not joint:
             metrics["wm/gradnorm"] = self.wm_opt.step()
+            self.wm.after_update()
         if self.profile:                    # everything an objective adds happens before here
             _sync(batch["reward"].device)
             metrics["time/wm_step_s"] = time.perf_counter() - t0
         metrics["wm/loss"] = total.detach()
         metrics.update({f"{self.objective.log_name}/{k}": v.detach() for k, v in contrib.losses.items()})
         metrics.update(contrib.metrics)
+        metrics.update({f"wm/{k}": v.detach() for k, v in own.items()})
         if self.cfg.agent.restart == "reencode":   # STORM: starts from the updated model, eval mode
             obs = dataclasses.replace(obs, start=self._reencoded_starts(batch))
         metrics.update(self.ac.train_step(self.wm, obs, batch, self.amp))
         if joint:
             metrics["wm/gradnorm"] = self.wm_opt.step()
+            self.wm.after_update()
         self.updates += 1
         return {k: float(v) for k, v in metrics.items()}
 
@@ -115,8 +127,7 @@ class Agent(torch.nn.Module):
     def act(self, carry, obs: torch.Tensor, prev_action: torch.Tensor, is_first: torch.Tensor,
             mode: bool = False):
         carry, feat = self.wm.act_step(carry, obs, prev_action, is_first)
-        pol = self.ac.policy(feat)
-        a = pol.mode() if mode else pol.sample()
+        a = self.ac.act(self.wm, feat, mode)
         if not self.discrete:
             a = a.clamp(-1, 1)
         return carry, a

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 import yaml
 
 from vawm.agents.actor_critic import AgentConfig
+from vawm.agents.td import TDConfig
 from vawm.envs.base import EnvConfig
 from vawm.nets.optim import OptimConfig
 from vawm.objectives import OBJECTIVES
@@ -67,6 +68,7 @@ class Config:
     steps: Pos = 20_000         # env steps: frames (agent steps x action repeat) summed over envs
     env_cfg: EnvConfig = field(default_factory=EnvConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
+    td: TDConfig = field(default_factory=TDConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
 

@@ -160,6 +160,17 @@ class ActorCritic(nn.Module):
     def policy(self, feat: Tensor):
         return self.actor(feat)
 
+    def act(self, wm: Backbone, feat: Tensor, mode: bool = False) -> Tensor:
+        """The environment action for features [N, F]: the policy's mode or a sample."""
+        pol = self.policy(feat)
+        return pol.mode() if mode else pol.sample()
+
+    def model_losses(self, wm: Backbone, obs: Observed, batch: dict[str, Tensor]
+                     ) -> dict[str, Tensor]:
+        """Terms this learner adds to the world-model loss (none: imagination learns from the
+        model's states, not into them)."""
+        return {}
+
     @torch.no_grad()
     def update_slow(self) -> None:
         d = self.cfg.slow_decay

@@ -91,14 +91,20 @@ class Optim:
     Returns the gradient norm before clipping for logging.
     """
 
-    def __init__(self, params: list[nn.Parameter], kind: str, lr: float, eps: float, clip: float,
-                 warmup: int = 0):
-        self.params = [p for p in params if p.requires_grad]
+    def __init__(self, params: list[nn.Parameter] | list[dict], kind: str, lr: float, eps: float,
+                 clip: float, warmup: int = 0):
+        if params and isinstance(params[0], dict):      # groups: {"params": [...], "lr": lr}
+            groups = [{"params": [p for p in g["params"] if p.requires_grad],
+                       "lr": g.get("lr", lr)} for g in params]
+        else:
+            groups = [{"params": [p for p in params if p.requires_grad], "lr": lr}]
+        self.params = [p for g in groups for p in g["params"]]
+        self.base_lrs = [g["lr"] for g in groups]
         self.kind, self.clip, self.lr, self.warmup = kind, clip, lr, warmup
         if kind == "adam":
-            self.opt: torch.optim.Optimizer = torch.optim.Adam(self.params, lr=lr, eps=eps)
+            self.opt: torch.optim.Optimizer = torch.optim.Adam(groups, lr=lr, eps=eps)
         elif kind == "laprop":
-            self.opt = LaProp(self.params, lr=lr, eps=eps)
+            self.opt = LaProp(groups, lr=lr, eps=eps)
         else:
             raise ValueError(f"unknown optimizer {kind!r}; choose from adam, laprop")
 
@@ -118,8 +124,8 @@ class Optim:
         if self.warmup > 0:         # lr * min(1, (k + 1) / warmup); k from the optimiser's state
             st = self.opt.state.get(self.params[0], {}) if self.params else {}
             k = int(st["step"]) if "step" in st else 0
-            for g in self.opt.param_groups:
-                g["lr"] = self.lr * min(1.0, (k + 1) / self.warmup)
+            for g, base in zip(self.opt.param_groups, self.base_lrs, strict=True):
+                g["lr"] = base * min(1.0, (k + 1) / self.warmup)
         self.opt.step()
         return norm
 

@@ -6,7 +6,7 @@ dataclass and ``@register_backbone("name")``, plus its import line below.
 
 from __future__ import annotations
 
-from vawm.worldmodels import rssm, tssm, vae_lstm  # noqa: E402,F401  (register the built-ins)
+from vawm.worldmodels import latent, rssm, tssm, vae_lstm  # noqa: E402,F401  (register the built-ins)
 from vawm.worldmodels.base import BACKBONES, Backbone, Imagined, Observed, register_backbone
 
 

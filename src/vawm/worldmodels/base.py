@@ -58,6 +58,11 @@ class Backbone(nn.Module):
     term_names: tuple[str, ...] = ()
     #: the terms free bits clamp (after the weights multiply them)
     free_bits_terms: tuple[str, ...] = ()
+    #: behaviour learner that fits it: "imagination" (``agents.actor_critic``, DreamerV3-style)
+    #: or "td" (``agents.td``: TD3 critics, MAD-TD data mixing, MPC)
+    behaviour: str = "imagination"
+    #: whether its model's predictions are random (several rollouts from one state differ)
+    stochastic: bool = True
 
     @classmethod
     def from_config(cls, cfg, info: dict) -> Backbone:
@@ -110,6 +115,13 @@ class Backbone(nn.Module):
     def img_step(self, state: Any, action: Tensor) -> Any:
         """s_t, a_t -> the prior state s~_{t+1} (recurrent backbones; see ``imagine``)."""
         raise NotImplementedError
+
+    def param_groups(self, lr: float) -> list[dict]:
+        """Optimiser groups of the world model (one learning rate by default)."""
+        return [{"params": list(self.parameters()), "lr": lr}]
+
+    def after_update(self) -> None:
+        """Called after each world-model optimiser step (e.g. target-network updates)."""
 
     def representation_parameters(self) -> list[nn.Parameter]:
         """Encoder + dynamics parameters (what TEMPO's upper-level gradient is taken over)."""
