@@ -55,9 +55,11 @@ def test_registered_objective_trains_on_every_backbone(toy, backbone):
     cfg = build_config("tiny", {"backbone": backbone, "objective": "toy-test"},
                        ["toy_test.mode=prior", "toy_test.scale=0.5"])
     assert cfg.toy_test.mode == "prior" and to_dict(cfg)["toy_test"]["scale"] == 0.5
-    agent = Agent(cfg, INFO)
+    # a TD3 behaviour learner (latent) acts in a continuous action space
+    info = dict(INFO, discrete=BACKBONES[backbone].behaviour != "td")
+    agent = Agent(cfg, info)
     before = [p.detach().clone() for p in agent.wm.parameters()]
-    metrics = agent.train_step(random_batch(cfg, INFO))
+    metrics = agent.train_step(random_batch(cfg, info))
     assert metrics["toy_test/shrink"] > 0 and metrics["toy_test/update"] == 0.0
     assert any(not torch.equal(a, b) for a, b in zip(before, agent.wm.parameters(), strict=True))
 

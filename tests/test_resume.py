@@ -41,11 +41,17 @@ def _train(*args, env=None):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
 
 
+# the latent backbone (TD learner, MPC acting, model data) on a continuous-control task
+LATENT = ("--env", "dmc:cartpole-swingup", "--backbone", "latent", "--set", "td.mpc=true",
+          "--set", "latent.dynamics=gaussian", "--set", "env_cfg.action_repeat=1")
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("num_envs", [1, 4])
-def test_kill_and_resume_is_bit_identical(tmp_path, num_envs):
+@pytest.mark.parametrize("num_envs,extra", [(1, ()), (4, ()), (1, LATENT)],
+                         ids=["rssm-E1", "rssm-E4", "latent-E1"])
+def test_kill_and_resume_is_bit_identical(tmp_path, num_envs, extra):
     ref, cut = tmp_path / "ref", tmp_path / "cut"
-    args = [*ARGS, "--set", f"run.num_envs={num_envs}"]
+    args = [*ARGS, "--set", f"run.num_envs={num_envs}", *extra]
     out = _train(*args, "--run-dir", str(ref))
     assert out.returncode == 0, out.stderr[-2000:]
     # SIGKILL between checkpoints (at env step 152; checkpoints every 60 env steps of all envs)

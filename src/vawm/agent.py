@@ -19,6 +19,7 @@ from vawm.agents.td import TDLearner
 from vawm.nets.layers import compile_hot_modules
 from vawm.nets.optim import Optim
 from vawm.objectives import Context, build_objective
+from vawm.settings import ConfigError
 from vawm.worldmodels import build_backbone
 
 
@@ -49,6 +50,10 @@ class Agent(torch.nn.Module):
         self.wm = build_backbone(cfg, info)
         self.objective = build_objective(cfg, self.wm)
         if self.wm.behaviour == "td":      # latent backbone: TD3 critics, data mixing, MPC
+            if self.discrete:
+                raise ConfigError(f"--backbone {cfg.backbone} learns a deterministic TD3 actor and "
+                                  f"needs continuous actions, but {cfg.env} has discrete ones; "
+                                  "use a continuous-control env (e.g. dmc:cheetah-run)")
             self.ac = TDLearner(self.wm.feat_dim, self.act_dim, self.discrete, cfg.td, cfg.optim)
         else:
             self.ac = ActorCritic(self.wm.feat_dim, self.act_dim, self.discrete, cfg.agent,

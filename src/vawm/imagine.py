@@ -232,6 +232,10 @@ def load_run(run_dir: Path, device: torch.device):
     if not (run_dir / "config.yaml").exists():
         raise ImagineError(f"{run_dir} is not a vawm run directory (no config.yaml)")
     cfg = load_config_file(str(run_dir / "config.yaml"))
+    from vawm.worldmodels import BACKBONES
+    if not BACKBONES[cfg.backbone].has_decoder:
+        raise ImagineError(f"{run_dir}: the {cfg.backbone} backbone has no decoder, so there is "
+                           "nothing to picture; vawm imagine needs rssm, tssm or vae-lstm runs")
     sd = load_ckpt(run_dir / CKPT)
     agent = Agent(cfg, env_info(cfg.env, cfg.env_cfg)).to(device)
     agent.load_state_dict(sd["agent"])

@@ -63,6 +63,8 @@ class Backbone(nn.Module):
     behaviour: str = "imagination"
     #: whether its model's predictions are random (several rollouts from one state differ)
     stochastic: bool = True
+    #: whether ``decode`` maps features back to observations (``vawm imagine`` needs it)
+    has_decoder: bool = True
 
     @classmethod
     def from_config(cls, cfg, info: dict) -> Backbone:

@@ -77,6 +77,7 @@ class LState:
 class LatentModel(Backbone):
     Config = LatentConfig
     behaviour = "td"
+    has_decoder = False
     term_names = ("reward", "aux")
 
     def __init__(self, cfg: LatentConfig, obs_shape: tuple[int, ...], act_dim: int,
