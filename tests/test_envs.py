@@ -345,3 +345,28 @@ def test_area_resize_matches_cv2_inter_area():
     x = _area_axis(_area_axis(img.astype(np.float64), 0, 64), 1, 64)
     ours = np.clip(np.rint(x), 0, 255).astype(np.uint8)
     np.testing.assert_array_equal(ours, cv2.resize(img, (64, 64), interpolation=cv2.INTER_AREA))
+
+
+def test_stochastic_control_options_are_seeded_and_change_transitions():
+    """env_cfg.action_noise / state_noise (Voelcker et al. 2025 §7 calibration study): same
+    seed, same trajectory; the noise changes it; discrete or non-MuJoCo tasks are refused."""
+    import numpy as np
+
+    from vawm.envs.base import EnvConfig, UnknownEnvError, make_env
+
+    def roll(cfg, seed=3):
+        env = make_env("dmc:cartpole-swingup", seed, cfg)
+        env.reset()
+        for _ in range(15):
+            obs, *_ = env.step(np.full(1, 0.5, np.float32))
+        env.close()
+        return obs
+
+    plain = roll(EnvConfig())
+    for cfg in (EnvConfig(action_noise=0.3), EnvConfig(state_noise=0.1)):
+        a, b = roll(cfg), roll(cfg)
+        assert np.array_equal(a, b) and not np.allclose(a, plain, atol=1e-3)
+    with pytest.raises(UnknownEnvError, match="continuous actions"):
+        make_env("gym:CartPole-v1", 0, EnvConfig(action_noise=0.1))
+    with pytest.raises(UnknownEnvError, match="dmc tasks only"):
+        make_env("gym:Pendulum-v1", 0, EnvConfig(state_noise=0.1))

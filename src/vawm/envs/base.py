@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import gymnasium
+import numpy as np
 
 from vawm.settings import Min, Range, section
 
@@ -69,6 +70,13 @@ class EnvConfig:
       max_pool: observation is the element-wise max of the last two frames of a step.
     dmc:
       camera: -1 = suite default (quadruped 2, others 0).
+    Stochasticity (any continuous-control task; Voelcker et al. 2025 §4 and §7: calibration
+    matters as the environment's stochasticity grows; DMC itself is deterministic):
+      action_noise: std of Gaussian noise the environment adds to every continuous action
+        (in the [-1, 1] action box, once per agent step, then clipped), drawn from the env's
+        own seeded generator.
+      state_noise: dmc only: std of Gaussian noise added to the physics' generalised
+        velocities (qvel) before every agent step, from the same generator.
     MinAtar:
       minatar_obs: "vector" (flattened float32 of the 10x10xC binary grid) or "image"
         (uint8 [C, 10, 10] with values 0/255).
@@ -90,6 +98,9 @@ class EnvConfig:
     max_pool: bool = True
     # dm_control
     camera: int = -1
+    # stochastic control (0 = the task as it is)
+    action_noise: Annotated[float, Min(0)] = 0.0
+    state_noise: Annotated[float, Min(0)] = 0.0
     # MinAtar
     minatar_obs: Literal["vector", "image"] = "vector"
     minatar_sticky_actions: Prob = 0.1
@@ -178,7 +189,31 @@ def make_env(
     """
     cfg = cfg or EnvConfig()
     suite, task = parse_env_id(env_id)
-    return _suite_module(suite).make(suite, task, int(seed), cfg.resolve(suite), training)
+    if cfg.state_noise > 0 and suite not in ("dmc", "dmc-pixels"):
+        raise UnknownEnvError(f"env_cfg.state_noise perturbs MuJoCo velocities: dmc tasks only, "
+                              f"not {env_id}; use env_cfg.action_noise")
+    env = _suite_module(suite).make(suite, task, int(seed), cfg.resolve(suite), training)
+    if cfg.action_noise > 0:
+        if not isinstance(env.action_space, gymnasium.spaces.Box):
+            env.close()
+            raise UnknownEnvError(f"env_cfg.action_noise needs continuous actions; {env_id} has "
+                                  "discrete ones")
+        env = ActionNoise(env, cfg.action_noise)
+    return env
+
+
+class ActionNoise(gymnasium.ActionWrapper):
+    """a + N(0, std^2) clipped to the action box, from the env's seeded generator: a stochastic
+    version of any continuous-control task (``env_cfg.action_noise``)."""
+
+    def __init__(self, env: gymnasium.Env, std: float):
+        super().__init__(env)
+        self.std = std
+
+    def action(self, action):
+        a = np.asarray(action, np.float32)
+        noise = self.env.unwrapped.np_random.normal(0.0, self.std, a.shape)
+        return np.clip(a + noise, self.action_space.low, self.action_space.high).astype(np.float32)
 
 
 def default_context() -> str | None:

@@ -71,6 +71,7 @@ class DMCEnv(SuiteEnv):
             dim = sum(int(np.prod(self._env.observation_spec()[k].shape)) for k in self._keys)
             self.observation_space = gymnasium.spaces.Box(-np.inf, np.inf, (dim,), np.float32)
         self._steps = 0
+        self._state_noise = float(cfg.state_noise)
 
     @property
     def physics(self):
@@ -100,6 +101,9 @@ class DMCEnv(SuiteEnv):
         action = np.clip(np.asarray(action, np.float64), -1.0, 1.0)
         action = self._low + (action + 1.0) * 0.5 * (self._high - self._low)
         reward, terminated, truncated = 0.0, False, False
+        if self._state_noise > 0:          # env_cfg.state_noise: a stochastic transition
+            qvel = self._env.physics.data.qvel
+            qvel += self.np_random.normal(0.0, self._state_noise, qvel.shape)
         for _ in range(self._repeat):
             time_step = self._env.step(action)
             reward += float(time_step.reward or 0.0)
