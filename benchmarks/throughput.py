@@ -3,6 +3,7 @@
     python benchmarks/throughput.py --backbone tssm                     # storm-cpu, CartPole shapes
     python benchmarks/throughput.py --backbone tssm --preset storm --obs-shape 3,64,64 --device cuda
     python benchmarks/throughput.py --backbone rssm --preset cpu --objective var
+    python benchmarks/throughput.py --backbone latent --objective vaml --preset latent-cpu,cvaml-1-1
 
 Measured: seconds per full ``Agent.train_step`` (observe, objective, world-model step, actor-critic
 in imagination): ``--warmup`` untimed updates, then the median (and IQR) of ``--updates`` timed
@@ -17,6 +18,10 @@ alternating order, so a shared machine's drift hits both alike; it reports the m
 of the ratio t_compare / t_base with its IQR. ``var`` runs with ``var.warmup=0``. Run it niced on
 shared machines; for the cost of every objective against ``none`` use
 ``benchmarks/objective_cost.py``.
+
+``--backbone latent`` (default env dmc:cheetah-run, preset latent-cpu) times the TD learner's update
+and, instead of imagination, one acting step of a single env (encode + action) with MPC
+(``td.mpc=true``, the preset's MPC sizes) and with the actor alone.
 """
 
 from __future__ import annotations
@@ -33,7 +38,9 @@ import torch
 
 from vawm.state import tree_map
 
-DEFAULT_PRESET = {"rssm": "cpu", "tssm": "storm-cpu", "vae-lstm": "cartpole-vae-lstm"}
+DEFAULT_PRESET = {"rssm": "cpu", "tssm": "storm-cpu", "vae-lstm": "cartpole-vae-lstm",
+                  "latent": "latent-cpu"}
+DEFAULT_ENV = {"latent": "dmc:cheetah-run"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -41,7 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--backbone", default="tssm", help="rssm | tssm | vae-lstm")
     p.add_argument("--preset", help="config presets (default: storm-cpu for tssm, cpu for rssm)")
     p.add_argument("--objective", default="none")
-    p.add_argument("--env", default="gym:CartPole-v1", help="env id whose shapes the batch takes")
+    p.add_argument("--env", help="env id whose shapes the batch takes (default: gym:CartPole-v1; "
+                   "latent: dmc:cheetah-run)")
     p.add_argument("--obs-shape", help="synthetic shape instead of --env's: 3,64,64 (image) or 17")
     p.add_argument("--action-dim", type=int, default=6, help="with --obs-shape (discrete)")
     p.add_argument("--updates", type=int, default=10, help="timed updates (median reported)")
@@ -75,6 +83,46 @@ def timed(fn, n: int, device: torch.device) -> list[float]:
     return out
 
 
+def imagination_times(agent, cfg, batch, device: torch.device, args) -> dict[str, list[float]]:
+    """The imagination alone, as the agent calls it (no gradient for discrete actions)."""
+    wm = agent.wm
+    with torch.no_grad():
+        start = wm.observe(batch).start
+    n = batch["reward"].numel()
+    if cfg.agent.imag_starts and cfg.agent.imag_starts < n:
+        idx = torch.randperm(n, device=device)[: cfg.agent.imag_starts]
+        start = tree_map(lambda t: t[idx], start)
+        n = cfg.agent.imag_starts
+    policy = lambda f: agent.ac.actor(f).sample()  # noqa: E731
+
+    def imagine():
+        with torch.no_grad():
+            wm.imagine(start, policy, cfg.agent.horizon)
+
+    imagine()
+    rows = {"imagine": timed(imagine, args.imagine_reps, device)}
+    if args.backbone == "tssm":
+        wm.cfg.kv_cache = False
+        imagine()
+        rows["imagine_no_cache"] = timed(imagine, args.imagine_reps, device)
+        wm.cfg.kv_cache = True
+    return rows
+
+
+def acting_times(agent, info: dict, device: torch.device, reps: int) -> dict[str, list[float]]:
+    """One env's acting step (encode + action): with MPC and with the actor alone."""
+    obs = torch.randn(1, *info["obs_shape"], device=device)
+    carry = agent.wm.initial_carry(1)
+    prev, first = torch.zeros(1, info["action_dim"], device=device), torch.ones(1, dtype=bool)
+    rows = {}
+    for name, mpc in (("act_mpc", True), ("act_policy", False)):
+        agent.ac.cfg.mpc = mpc
+        act = lambda: agent.act(carry, obs, prev, first)  # noqa: E731
+        timed(act, 3, device)
+        rows[name] = timed(act, reps, device)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     from vawm.agent import Agent
     from vawm.config import build_config
@@ -85,13 +133,14 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu")
                           if args.device == "auto" else args.device)
     preset = args.preset or DEFAULT_PRESET.get(args.backbone, "cpu")
-    flags = {"backbone": args.backbone, "objective": args.objective, "env": args.env,
+    env = args.env or DEFAULT_ENV.get(args.backbone, "gym:CartPole-v1")
+    flags = {"backbone": args.backbone, "objective": args.objective, "env": env,
              "seed": args.seed}
     cfg = build_config(preset, flags, ["var.warmup=0", *args.set])
     if args.obs_shape:
         shape = tuple(int(s) for s in args.obs_shape.split(","))
         info = {"obs_kind": "image" if len(shape) == 3 else "vector", "obs_shape": shape,
-                "discrete": True, "action_dim": args.action_dim}
+                "discrete": args.backbone != "latent", "action_dim": args.action_dim}
     else:
         from vawm.envs import env_info
         info = env_info(cfg.env, cfg.env_cfg)
@@ -112,30 +161,13 @@ def main(argv: list[str] | None = None) -> int:
             for name, a in order:
                 paired[name] += timed(lambda a=a: a.train_step(batch), 1, device)
 
-    # imagination alone, as the agent calls it (no gradient for discrete actions)
-    wm = agent.wm
-    with torch.no_grad():
-        start = wm.observe(batch).start
-    n = batch["reward"].numel()
-    if cfg.agent.imag_starts and cfg.agent.imag_starts < n:
-        idx = torch.randperm(n, device=device)[: cfg.agent.imag_starts]
-        start = tree_map(lambda t: t[idx], start)
-        n = cfg.agent.imag_starts
-    policy = lambda f: agent.ac.actor(f).sample()  # noqa: E731
-
-    def imagine():
-        with torch.no_grad():
-            wm.imagine(start, policy, cfg.agent.horizon)
-
-    imagine()
-    rows = {"update": upd, "imagine": timed(imagine, args.imagine_reps, device)}
-    if args.backbone == "tssm":
-        wm.cfg.kv_cache = False
-        imagine()
-        rows["imagine_no_cache"] = timed(imagine, args.imagine_reps, device)
-        wm.cfg.kv_cache = True
-
-    label = args.obs_shape and "synthetic:" + args.obs_shape.replace(",", "x") or args.env
+    if agent.wm.behaviour == "td":
+        rows = {"update": upd, **acting_times(agent, info, device, args.imagine_reps * 10)}
+        n = 0
+    else:
+        rows = {"update": upd, **imagination_times(agent, cfg, batch, device, args)}
+        n = min(cfg.agent.imag_starts or batch["reward"].numel(), batch["reward"].numel())
+    label = args.obs_shape and "synthetic:" + args.obs_shape.replace(",", "x") or env
     print(f"throughput: {args.backbone}+{args.objective}, preset {preset}, {label}, batch "
           f"{cfg.run.batch_size}x{cfg.run.batch_length}, {n} imagination starts x horizon "
           f"{cfg.agent.horizon}, device {device}, threads {torch.get_num_threads()}, load "

@@ -177,8 +177,7 @@ class TDLearner(nn.Module):
         model loss)."""
         if not self.cfg.encoder_td:
             return {}
-        with torch.no_grad():
-            z1 = wm.encode(batch["obs"][:, 1], target=True)
+        z1 = obs.extras["target"][:, 0]                               # z-bar(o_1), no gradient
         y = self.td_target(z1, batch["reward"][:, 1].float(), self._live(batch))
         q = self._frozen_q(obs.post[:, 0], batch["action"][:, 0])
         valid = 1.0 - batch["is_first"][:, 1].float()

@@ -20,7 +20,9 @@ from z^_0 = h(o_0), the start of each replayed sequence, along the replayed acti
 H = ``rollout`` steps (Table 2: model rollout depth 1). Steps after an episode boundary inside a
 sequence are masked. ``Observed.kl`` carries aux_j (the self-prediction term stands in for the KL
 of the recurrent backbones); ``post`` is h(o_t) at every step, ``prior`` the model's prediction
-where there is one (the posterior elsewhere). Readings: docs/faithfulness.md.
+where there is one (the posterior elsewhere); only the start h(o_0) carries the encoder's gradient
+(later steps are targets). ``extras["target"]`` holds z-bar_1..z-bar_H. Readings:
+docs/faithfulness.md.
 """
 
 from __future__ import annotations
@@ -154,9 +156,11 @@ class LatentModel(Backbone):
         obs, action = batch["obs"], batch["action"].float()
         B, T = action.shape[:2]
         H = self.cfg.rollout
-        z = self.encode(obs)                                          # [B, T, L]
+        # the rollout starts from h(o_0), with gradient; later steps only serve as targets
         with torch.no_grad():
+            later = self.encode(obs[:, 1:])                           # [B, T-1, L]
             target = self.encode(obs[:, 1:H + 1], target=True)        # [B, H, L]
+        z = torch.cat([self.encode(obs[:, :1]), later], 1)            # [B, T, L]
         # valid_j: no episode start in 1..j (the rollout stays inside one episode)
         first = batch["is_first"][:, 1:H + 1].float()
         valid = torch.cumprod(1.0 - first, 1)                         # [B, H]
