@@ -7,8 +7,8 @@ import torch
 
 from vawm.agent import Agent
 from vawm.config import ConfigError, build_config
+from vawm.garnet.losses import mb_vaml_samples as vaml_loss
 from vawm.objectives import Context
-from vawm.objectives.vaml import vaml_loss
 from vawm.replay import random_batch
 
 INFO = {"obs_kind": "vector", "obs_shape": (5,), "discrete": False, "action_dim": 2}

@@ -31,7 +31,6 @@ from __future__ import annotations
 from typing import Annotated
 
 import torch
-from torch import Tensor
 
 from vawm.garnet.losses import bootstrap_targets, mb_vaml_samples
 from vawm.objectives.base import Context, Contribution, Objective, register_objective
@@ -50,12 +49,6 @@ class VamlConfig:
     calibrated: bool = False                # CVAML: subtract s^2 / n
     scale: Annotated[float, Min(0)] = 1.0   # weight of the loss in the world-model loss
     gamma: Annotated[float, Min(0)] = 0.99  # discount of the bootstrap targets (b >= 1)
-
-
-def vaml_loss(v_model: Tensor, targets: Tensor, calibrated: bool) -> Tensor:
-    """(C)VAML per start: v_model [..., m, n] values of the rollouts' states, targets [..., m]
-    -> [...] (``mb_vaml_samples`` over steps j = 1..m)."""
-    return mb_vaml_samples(v_model, targets, calibrated)
 
 
 @register_objective("vaml")
@@ -122,10 +115,10 @@ class VAML(Objective):
         if reps < n:                                                  # deterministic model
             v = v.expand(*v.shape[:-1], n)
         mask = torch.cumprod(1.0 - batch["is_first"][:, 1:m + b + 1].float(), 1)[:, -1]   # [B]
-        per = vaml_loss(v, y, c.calibrated)                           # [(2,) B]
+        per = mb_vaml_samples(v, y, c.calibrated)                           # [(2,) B]
         loss = (per * mask).mean()                                    # mean over twin heads too
         with torch.no_grad():
-            plain = vaml_loss(v, y, False)                            # the uncalibrated value
+            plain = mb_vaml_samples(v, y, False)                            # the uncalibrated value
             plain = (plain * mask).mean()
         return Contribution(losses={"loss": c.scale * loss},
                             metrics={"vaml/uncalibrated": plain})
