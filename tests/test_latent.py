@@ -89,16 +89,35 @@ def test_vaml_trains_model_and_only_muzero_trains_the_critic(b):
 
 
 def test_encoder_td_loss_reaches_the_encoder_only():
-    cfg, agent = _agent()
+    """MAD-TD's switch: the real TD loss with the critic frozen, times its scale, reaches the
+    encoder and nothing else; off by default (no term at all)."""
+    cfg, agent = _agent("td.encoder_td=true", "td.encoder_td_scale=0.5")
     _trained(agent)
     batch = _batch(cfg)
     obs = agent.wm.observe(batch)
     own = agent.ac.model_losses(agent.wm, obs, batch)["encoder_td"]
+    with torch.no_grad():
+        y = agent.ac.td_target(obs.extras["target"][:, 0], batch["reward"][:, 1].float(),
+                               torch.ones(batch["reward"].shape[0]))
+        q = agent.ac.q(obs.post[:, 0], batch["action"][:, 0])
+    torch.testing.assert_close(own.detach(), 0.5 * (q - y).pow(2).mean(-1).sum())
     own.backward()
     wm = _grads(agent.wm)
     assert any(v for k, v in wm.items() if k.startswith("encoder."))
     assert not any(v for k, v in wm.items() if not k.startswith("encoder."))
     assert not any(_grads(agent.ac).values())                        # critic frozen, no actor
+    cfg, agent = _agent()
+    assert agent.ac.model_losses(agent.wm, agent.wm.observe(_batch(cfg)), _batch(cfg)) == {}
+
+
+def test_simnorm_latents_are_softmaxes_over_groups():
+    cfg, agent = _agent("latent.simnorm=4")
+    z = agent.wm.encode(torch.randn(6, 5))
+    groups = z.unflatten(-1, (-1, 4))
+    assert (groups > 0).all()
+    torch.testing.assert_close(groups.sum(-1), torch.ones(6, agent.wm.feat_dim // 4))
+    nxt = agent.wm.next_latent(z, torch.zeros(6, 2)).unflatten(-1, (-1, 4))
+    torch.testing.assert_close(nxt.sum(-1), torch.ones(6, agent.wm.feat_dim // 4))
 
 
 def test_target_encoder_follows_by_ema_and_one_update_runs():
@@ -215,6 +234,8 @@ def test_config_errors_are_one_line():
         build_config("tiny", {"objective": "vaml"}, ["vaml.b=1"])
     with pytest.raises(ConfigError, match="batch_length"):
         build_config("latent-cpu,muzero", sets=["run.batch_length=2"])
+    with pytest.raises(ConfigError, match="must divide"):
+        build_config("latent-cpu", sets=["latent.simnorm=7"])
     cfg = build_config("latent")
     assert (cfg.run.batch_size, cfg.td.proportion_real, cfg.latent.latent, cfg.optim.ac_clip,
             cfg.latent.encoder_lr, cfg.optim.model_lr, cfg.td.gamma) == \

@@ -12,8 +12,13 @@ Per update, after the world model's step (``Agent.train_step``), on the first tr
            sum_i mean (Q_i(z_0, a) - y)^2 with z_0 = h(o_0) re-encoded after the model step.
   actor    maximise min_i Q_i(sg z_0, pi(sg z_0)) of the target critic (MAD-TD's code;
            ``actor_critic=online`` uses the online critic).
-  encoder  the real transitions' TD loss, through z_0 = h(o_0) with the critic frozen, joins the
-           world-model loss (MAD-TD's ``update_encoder_with_critic_loss``): ``model_losses``.
+  encoder  trained by the model losses only. ``encoder_td=true``: the real transitions' TD loss,
+           through z_0 = h(o_0) with the critic frozen, joins the world-model loss (MAD-TD's
+           ``update_encoder_with_critic_loss``; ``model_losses``). Off by default: with this
+           MSE critic (LayerNorm input, so scale-invariant in z) and unnormalised latents, its
+           gradient only grows |z| (orthogonal to z), the actor saturates and the critic
+           diverges (docs/faithfulness.md gives the runs). MAD-TD bounds z by SimNorm
+           (``latent.simnorm``) and uses a binned critic.
   targets  Q-bar <- (1 - tau) Q-bar + tau Q after each critic step.
 
 Critic gradients an objective leaves (the MuZero setting of ``vaml`` trains the value at
@@ -55,7 +60,8 @@ class TDConfig:
     tau: Annotated[float, Range(0, 1)] = 0.01   # target critic EMA rate (MAD-TD's tau 0.99 kept)
     proportion_real: Annotated[float, Range(0, 1)] = 0.9   # Table 2 (§7's text: half; see docs)
     actor_critic: Literal["target", "online"] = "target"
-    encoder_td: bool = True     # the real TD loss trains the encoder (critic frozen)
+    encoder_td: bool = False    # the real TD loss trains the encoder, critic frozen (MAD-TD)
+    encoder_td_scale: Annotated[float, Min(0)] = 1.0   # its weight (MAD-TD: 1)
     expl_noise: Annotated[float, Min(0)] = 0.1   # Gaussian acting noise without MPC (MAD-TD)
     mpc: bool = True
     mpc_samples: Pos = 512
@@ -181,7 +187,7 @@ class TDLearner(nn.Module):
         y = self.td_target(z1, batch["reward"][:, 1].float(), self._live(batch))
         q = self._frozen_q(obs.post[:, 0], batch["action"][:, 0])
         valid = 1.0 - batch["is_first"][:, 1].float()
-        return {"encoder_td": ((q - y).pow(2) * valid).mean(-1).sum()}
+        return {"encoder_td": self.cfg.encoder_td_scale * ((q - y).pow(2) * valid).mean(-1).sum()}
 
     @staticmethod
     def _live(batch: dict[str, Tensor]) -> Tensor:
@@ -191,8 +197,7 @@ class TDLearner(nn.Module):
         """The critic's batch (see module docstring): z0, action, reward, z1, live, valid, and
         ``model`` (1 on rows from the model)."""
         obs, B = batch["obs"], batch["action"].shape[0]
-        n_real = B if getattr(wm.cfg, "model_free", False) else \
-            int(B * self.cfg.proportion_real)
+        n_real = B if wm.model_free else int(B * self.cfg.proportion_real)
         with torch.no_grad():
             z0 = wm.encode(obs[:, 0])
             z1 = wm.encode(obs[:n_real, 1], target=True)
@@ -243,7 +248,7 @@ class TDLearner(nn.Module):
     # ------------------------------------------------------------------ acting
     @torch.no_grad()
     def act(self, wm: Backbone, feat: Tensor, mode: bool = False) -> Tensor:
-        if self.cfg.mpc and not getattr(wm.cfg, "model_free", False):
+        if self.cfg.mpc and not wm.model_free:
             return self.plan(wm, feat)
         pol = self.policy(feat)
         return pol.mode() if mode else pol.sample()

@@ -65,6 +65,9 @@ class Backbone(nn.Module):
     stochastic: bool = True
     #: whether ``decode`` maps features back to observations (``vawm imagine`` needs it)
     has_decoder: bool = True
+    #: whether the behaviour learner must not use the model (data, planning): a model-free
+    #: baseline on the backbone's encoder (``latent.model_free``, the TD3 baseline)
+    model_free: bool = False
 
     @classmethod
     def from_config(cls, cfg, info: dict) -> Backbone:

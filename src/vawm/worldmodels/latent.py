@@ -7,6 +7,7 @@ App. C), after Hansen et al. 2022 (TD-MPC).
                                                      log-std, samples by reparameterisation (eq. 8)
     reward      r^_{t+1} = R(z_t, a_t)               MLP
     target      z-bar_t = h-bar(o_t)                 EMA copy of the encoder (no gradient)
+    ``simnorm``  latents as softmaxes over groups of dims (Hansen et al. 2024; off by default)
 
 There is no decoder and no continuation head (TD-MPC; DMC tasks do not terminate). Behaviour
 learning (twin critics, actor, MAD-TD data mixing, MPC) lives in ``vawm.agents.td``; the value-
@@ -64,6 +65,8 @@ class LatentConfig:
     encoder_lr: Annotated[float, Min(0, strict=True)] = 1e-4   # Table 2 (model: optim.model_lr)
     model_free: bool = False    # TD3 baseline (App. C.4 Fig. 7): no model losses, no model data
     cnn_depth: Pos = 32         # image encoder
+    simnorm: Annotated[int, Min(0)] = 0   # >0: SimNorm groups of this size on the encoder's and
+    #                                       the deterministic model's latents (TD-MPC2, MAD-TD: 8)
 
 
 @dataclass
@@ -100,6 +103,7 @@ class LatentModel(Backbone):
         self.feat_dim = L
         self.latent_slice = slice(0, L)
         self.stochastic = self.gaussian
+        self.model_free = cfg.model_free
 
     @classmethod
     def from_config(cls, cfg, info: dict) -> LatentModel:
@@ -112,6 +116,8 @@ class LatentModel(Backbone):
         if c.min_log_std >= c.max_log_std:
             raise ConfigError(f"latent.min_log_std ({c.min_log_std}) must be below "
                               f"latent.max_log_std ({c.max_log_std})")
+        if c.simnorm and c.latent % c.simnorm:
+            raise ConfigError(f"latent.simnorm={c.simnorm} must divide latent.latent={c.latent}")
         if cfg.run.batch_length < c.rollout + 1:
             raise ConfigError(f"latent.rollout={c.rollout} needs run.batch_length >= "
                               f"{c.rollout + 1} (got {cfg.run.batch_length})")
@@ -119,13 +125,20 @@ class LatentModel(Backbone):
     # ------------------------------------------------------------------ model pieces
     def encode(self, obs: Tensor, target: bool = False) -> Tensor:
         x = obs.float() / 255.0 - 0.5 if self.image else obs.float()
-        return (self.target_encoder if target else self.encoder)(x)
+        return self.norm_latent((self.target_encoder if target else self.encoder)(x))
+
+    def norm_latent(self, z: Tensor) -> Tensor:
+        """SimNorm (Hansen et al. 2024): softmax over groups of ``simnorm`` dims; identity at 0."""
+        g = self.cfg.simnorm
+        if not g:
+            return z
+        return torch.softmax(z.unflatten(-1, (-1, g)), -1).flatten(-2)
 
     def predict(self, z: Tensor, a: Tensor) -> tuple[Tensor, Tensor | None]:
         """Mean and log-std (None when deterministic) of z^' given (z, a).  [..., L] x 2"""
         out = self.dynamics(torch.cat([z, a.to(z.dtype)], -1))
         if not self.gaussian:
-            return out, None
+            return self.norm_latent(out), None
         mean, raw = out.chunk(2, -1)
         c = self.cfg
         return mean, c.min_log_std + (c.max_log_std - c.min_log_std) * torch.sigmoid(raw)
