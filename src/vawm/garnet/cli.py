@@ -109,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=POS_INT, default=_T.steps, help="Garnet: gradient steps")
     t.add_argument("--lr-model", type=POS_FLOAT, default=_T.lr_model, help="Adam, model")
     t.add_argument("--lr-value", type=POS_FLOAT, default=_T.lr_value, help="Adam, value")
+    t.add_argument("--adam-eps", type=POS_FLOAT, default=_T.eps,
+                   help="Adam's epsilon (1e-8: drifts along flat minima, docs/garnet.md)")
     t.add_argument("--init-std", type=POS_FLOAT, default=_T.init_std,
                    help="std of the N(0, s^2) initial entries of A and B")
     t.add_argument("--target-every", type=POS_INT, default=_T.target_every,
@@ -148,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="gradient steps per policy evaluation")
     c.add_argument("--cliff-improve", choices=("model", "true"), default=_C.improve,
                    help="greedy step with the learned model or the true kernel")
+    c.add_argument("--cliff-adam-eps", type=POS_FLOAT, default=_C.eps,
+                   help="Adam's epsilon of the policy-evaluation phases")
     return p
 
 
@@ -157,7 +161,7 @@ def config_from_args(args: argparse.Namespace) -> SweepConfig:
         losses=args.losses, experiments=args.experiments, dtype=args.dtype,
         scale_rewards=not args.raw_rewards,
         train=TrainConfig(steps=args.steps, lr_model=args.lr_model, lr_value=args.lr_value,
-                          init_std=args.init_std, target_every=args.target_every,
+                          init_std=args.init_std, target_every=args.target_every, eps=args.adam_eps,
                           n_samples=args.samples, grads=args.grads),
         garnet=GarnetSettings(states=args.states, successors=args.successors,
                               actions=args.actions, gamma=args.gamma, reward=args.reward,
@@ -165,7 +169,7 @@ def config_from_args(args: argparse.Namespace) -> SweepConfig:
         cliff=CliffSettings(size=args.cliff_size, probs=args.cliff_probs,
                             ranks=args.cliff_ranks, gamma=args.cliff_gamma,
                             iterations=args.cliff_iterations, steps=args.cliff_steps,
-                            improve=args.cliff_improve))
+                            improve=args.cliff_improve, eps=args.cliff_adam_eps))
 
 
 def main(argv: list[str] | None = None) -> int:

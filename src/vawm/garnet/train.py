@@ -122,13 +122,14 @@ class Task:
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation settings shared by every loss (defaults: see ``docs/garnet.md``)."""
-    steps: int = 2000           # gradient steps
+    steps: int = 8000           # gradient steps (docs/garnet.md: the budget's convergence check)
     lr_model: float = 0.03      # Adam, model factors A and B
     lr_value: float = 0.03      # Adam, value table V
     init_std: float = 0.01      # N(0, init_std^2) entries of A and B
     target_every: int = 1       # copy V -> V_bar every this many steps
     n_samples: int = 4          # model samples n of the sample-based losses
     schedule: str = "cosine"    # learning rates: "cosine" decay to 0 over each train() call
+    eps: float = 1e-3           # Adam's epsilon: steps shrink with vanishing gradients (see below)
     grads: str = "fused"        # "fused" (M = 1 only; others fall back) | "autograd"
 
 
@@ -287,9 +288,9 @@ def train(task: Task, learner: Learner, spec: LossSpec, cfg: TrainConfig,
             learner.step += 1
             decay = lr_factor(cfg.schedule, i, steps)
             with torch.no_grad():
-                adam_(learner.A, dA, mA, vA, learner.step, cfg.lr_model * decay)
-                adam_(learner.B, dB, mB, vB, learner.step, cfg.lr_model * decay)
-                adam_(learner.V, dV, mV, vV, learner.step, cfg.lr_value * decay)
+                adam_(learner.A, dA, mA, vA, learner.step, cfg.lr_model * decay, eps=cfg.eps)
+                adam_(learner.B, dB, mB, vB, learner.step, cfg.lr_model * decay, eps=cfg.eps)
+                adam_(learner.V, dV, mV, vV, learner.step, cfg.lr_value * decay, eps=cfg.eps)
     return learner
 
 

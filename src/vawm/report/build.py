@@ -102,11 +102,14 @@ def curve_section(exp: Experiment, g: Gathered, figdir: Path, refs: dict) -> lis
                              exp.methods, ncols=2)
         out += [_img("Aggregated over tasks (seeds with every task; 95% CI over seeds)", p, base),
                 ""]
-    caption = "Value-alignment diagnostics over training (VaR, anon. 2025, Fig. 8, 12)"
+    caption = ("Value-alignment diagnostics over training (VaR, anon. 2025, Fig. 8, 12; Voelcker "
+               "et al. 2025 Fig. 5)")
     if diag and len(diag) <= 6:      # few tasks: one row per task, L_dyn | L_var | beta_var
         p = curves.plot_diagnostics(diag, figdir / f"{name}_diagnostics.png", exp.labels,
                                     exp.methods)
-        out += [_img(f"{caption}: L_dyn, L_var, beta_var per task", p, base), ""]
+        names = ", ".join(label for k, label in curves.DIAGNOSTICS
+                          if any(k in dk for _, dk in diag.values()))
+        out += [_img(f"{caption}: {names} per task", p, base), ""]
     elif diag:                       # many tasks: one grid of tasks per diagnostic
         for k, label in curves.DIAGNOSTICS:
             per_task = {t: (x, dk[k]) for t, (x, dk) in diag.items() if k in dk}
@@ -114,8 +117,9 @@ def curve_section(exp: Experiment, g: Gathered, figdir: Path, refs: dict) -> lis
                 p = curves.plot_grid(per_task, figdir / f"{name}_{_slug(k)}.png", label,
                                      exp.labels, exp.methods)
                 out += [_img(f"{caption}: {label} per task", p, base), ""]
-    out.append(f"Curves from `{key}` (returns) and the `wm/loss_dyn`, `var/loss`, `var/beta` "
-               f"keys of each run's metrics.jsonl, averaged into {N_BINS} bins of env steps; "
+    keys = ", ".join(f"`{k}`" for k, _ in curves.DIAGNOSTICS)
+    out.append(f"Curves from `{key}` (returns) and the {keys} keys of each run's metrics.jsonl "
+               f"(those a run logs), averaged into {N_BINS} bins of env steps; "
                f"mean and 95% CI over seeds; panels name methods with fewer seeds than expected.")
     return out
 

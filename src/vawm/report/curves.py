@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 
 DIAGNOSTICS = (("wm/loss_dyn", "L_dyn"), ("var/loss", "L_var"), ("var/beta", "β_var"),
-               ("tempo/w_mean", "TEMPO weight"))
+               ("tempo/w_mean", "TEMPO weight"),
+               # Voelcker et al. 2025 Fig. 5: the Gaussian model's entropy and the VAML loss
+               ("wm/model_entropy", "model entropy (nats)"), ("vaml/loss", "VAML loss"))
 
 
 def series(rows: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
