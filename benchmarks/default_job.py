@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from readme_table import provenance, write_row
 
 ROOT = Path(__file__).resolve().parent.parent
 SOLVED = 475.0                      # CartPole-v1's "solved" level, the issue's bar for the default job
@@ -69,25 +70,18 @@ def main(argv: list[str] | None = None) -> int:
     means = np.array([r["eval_return_mean"] for r in per])
     walls = np.array([r["wall_clock_s"] for r in per])
     steps = per[0]["env_steps"]
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                            cwd=ROOT).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "src"], capture_output=True,
-                           text=True, cwd=ROOT).stdout.strip()
     command = " ".join(["vawm train", *extra]).strip()
     solved = int((means >= SOLVED).sum())
     result = (f"final eval {means.mean():.1f} ± {means.std():.1f} over seeds (each: 10-episode "
               f"mean; per seed {', '.join(f'{m:.1f}' for m in means)}); ≥ {SOLVED:.0f} on "
               f"{solved}/{len(seeds)}; wall-clock per run {walls.min():.0f}–{walls.max():.0f} s")
     out = {"command": command, "seeds": seeds, "budget": f"{steps} env steps",
-           "date": time.strftime("%Y-%m-%d"), "load": round(load, 2),
-           "commit": commit + ("+dirty" if dirty else ""), "runs": per,
+           **provenance(load), "runs": per,
            "eval_mean_over_seeds": float(means.mean()), "eval_std_over_seeds": float(means.std()),
            "solved_seeds": solved,
            "readme": {"what": args.what, "command": command, "result": result,
                       "order": args.order}}
-    path = ROOT / "benchmarks" / "results" / f"{args.name}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1) + "\n")
+    path = write_row(args.name, out)
     print(result)
     print(f"wrote {path}")
     return 0

@@ -47,6 +47,7 @@ import time
 from pathlib import Path
 
 import torch
+from readme_table import provenance, write_row
 
 OBJECTIVE_MODULES = {"none": None, "var": "vawm.objectives.var", "tempo": "vawm.objectives.tempo",
                      "dream-critic": "vawm.objectives.dream_critic"}
@@ -81,6 +82,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "report from merging tables of different settings)")
     p.add_argument("--out", help="JSON output (default: runs/bench/objective_cost-<backbone>-"
                    "<env>-<device>.json)")
+    p.add_argument("--readme", metavar="NAME", help="also write benchmarks/results/NAME.json, a "
+                   "row of the README's measured table (benchmarks/readme_table.py)")
+    p.add_argument("--what", help="the row's description (with --readme)")
+    p.add_argument("--order", type=int, default=50, help="position of the README row")
     p.add_argument("--mem-child", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -286,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(mem_child(args)))
         return 0
     device = resolve(args.device)
+    load = os.getloadavg()[0]
     objectives, notes = available([o.strip() for o in args.objectives.split(",") if o.strip()])
     cfg = make_config(args, "none")
     print(f"objective cost: backbone {args.backbone}, preset {cfg.preset}, env {env_label(args)}, "
@@ -327,7 +333,43 @@ def main(argv: list[str] | None = None) -> int:
             "loadavg": os.getloadavg(), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
     out.write_text(json.dumps({"rows": rows, "meta": meta}, indent=2))
     print(f"wrote {out}", file=sys.stderr)
+    if args.readme:
+        print(f"wrote {readme_row(args, rows, cfg, device, load)}", file=sys.stderr)
     return 0
+
+
+def readme_row(args: argparse.Namespace, rows: list[dict], cfg, device, load: float) -> Path:
+    """The README row of this measurement: each objective's paired time overhead (IQR), its own
+    part, and its memory, over ``none``."""
+    base = next(r for r in rows if r["objective"] == "none")
+    parts = []
+    for r in rows:
+        if r["objective"] == "none":
+            continue
+        text = (f"{r['objective']}: {r['overhead_pct']:+.1f}% time (IQR {r['overhead_iqr'][0]:+.1f} "
+                f"to {r['overhead_iqr'][1]:+.1f}; own part {r['own_overhead_pct']:+.1f}%)")
+        if r["peak_rss_mb"] and base["peak_rss_mb"]:
+            text += f", {100 * (r['peak_rss_mb'] / base['peak_rss_mb'] - 1):+.1f}% peak RSS"
+        parts.append(text + f"; {r['s_per_update']:.3f} vs {base['s_per_update']:.3f} s/update")
+    argv, skip = [], False
+    for a in sys.argv[1:]:                     # the command without the row's own flags
+        if skip or a.startswith(("--readme=", "--what=", "--order=")):
+            skip = False
+            continue
+        if a in ("--readme", "--what", "--order"):
+            skip = True
+            continue
+        argv.append(a)
+    command = " ".join(["python benchmarks/objective_cost.py", *argv])
+    what = args.what or (f"cost of {', '.join(r['objective'] for r in rows[1:])} over none "
+                         f"({args.backbone}, preset {cfg.preset}, {device.type}, "
+                         f"{torch.get_num_threads()} thread(s))")
+    data = {"command": command, "seeds": [args.seed],
+            "budget": f"{args.updates} paired rounds after {args.warmup} warm-up updates",
+            **provenance(load), "rows": rows,
+            "readme": {"what": what, "command": command, "result": "; ".join(parts),
+                       "order": args.order}}
+    return write_row(args.readme, data)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,6 +27,26 @@ README = ROOT / "README.md"
 BEGIN, END = "<!-- measured:begin -->", "<!-- measured:end -->"
 HEADER = ("| what | command | seeds, budget | result | measured |\n"
           "|---|---|---|---|---|")
+
+
+def provenance(load: float | None = None) -> dict:
+    """The provenance every row carries: date, load (default: the load average now; pass the
+    one read before the run) and commit (``+dirty`` if ``src/`` has uncommitted changes)."""
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                            cwd=ROOT).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "src"], capture_output=True,
+                           text=True, cwd=ROOT).stdout.strip()
+    return {"date": time.strftime("%Y-%m-%d"),
+            "load": round(os.getloadavg()[0] if load is None else load, 2),
+            "commit": commit + ("+dirty" if dirty else "")}
+
+
+def write_row(name: str, data: dict) -> Path:
+    """Write ``benchmarks/results/<name>.json`` (a row when ``data`` has a ``readme`` entry)."""
+    path = RESULTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1) + "\n")
+    return path
 
 
 def rows(results: Path = RESULTS) -> list[dict]:

@@ -138,7 +138,7 @@ def test_exact_meta_gradient_matches_lookahead_brute_force(smooth):
     x = tempo.inputs(obs, v_post, v_prior)
     alpha = dict(tempo.weighter.named_parameters())
     w = tempo.weighter(x).reshape(3, 5)
-    c, _ = tempo.mixed_product(obs, ctx, w, up)
+    c, _, _ = tempo.mixed_product(obs, ctx, w, up)
     grads = torch.autograd.grad(meta_surrogate(w, c, eta), list(alpha.values()))
     gen = torch.Generator().manual_seed(3)
     d = {n: torch.randn(p.shape, generator=gen, dtype=p.dtype) for n, p in alpha.items()}
@@ -161,14 +161,14 @@ def test_finite_diff_agrees_with_exact(smooth):
     w = tempo.weights(obs, v_post, v_prior)
     params = wm.representation_parameters()
     g_up = list(torch.autograd.grad(up, params, retain_graph=True))
-    exact = mixed_product_exact(wm, obs, w, params, g_up)
+    exact, _ = mixed_product_exact(wm, obs, w, params, g_up)
     fd, masked = mixed_product_fd(wm, b, w, params, g_up, eps=1e-4)
     assert masked == 0 and exact.abs().max() > 1e-6
     assert torch.allclose(fd, exact, rtol=1e-4, atol=1e-6 * exact.abs().max().item())
     # and through the objective's switch, with the parameters left untouched
     before = [p.detach().clone() for p in params]
     tempo.cfg.meta_grad, tempo.cfg.fd_eps = "finite_diff", 1e-4
-    c, _ = tempo.mixed_product(obs, ctx, w, up)
+    c, _, _ = tempo.mixed_product(obs, ctx, w, up)
     assert torch.allclose(c, exact, rtol=1e-4, atol=1e-6 * exact.abs().max().item())
     assert all(torch.equal(p, q) for p, q in zip(params, before, strict=True))
 
@@ -183,7 +183,7 @@ def test_finite_diff_with_sampled_latents_keeps_noise_fixed():
     w = tempo.weights(obs, v_post, v_prior)
     params = wm.representation_parameters()
     g_up = list(torch.autograd.grad(up, params, retain_graph=True))
-    exact = mixed_product_exact(wm, obs, w, params, g_up)
+    exact, _ = mixed_product_exact(wm, obs, w, params, g_up)
     torch.manual_seed(5)                                          # the noise of ``obs``
     state = torch.get_rng_state()
     fd, _ = mixed_product_fd(wm, b, w, params, g_up, eps=1e-3)
@@ -315,3 +315,32 @@ def test_tiny_training_run(tmp_path):
     assert rc == 0
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert any("tempo/upper_loss" in r and 0.75 <= r["tempo/w_mean"] <= 1.25 for r in rows)
+
+
+@pytest.mark.parametrize("backbone", ["rssm", "tssm", "vae-lstm"])
+def test_one_backward_takes_the_two_backward_step(backbone):
+    """#17: with ``tempo.one_backward`` the double backward's first pass is the world-model
+    step's gradient; three updates take the same steps (every world-model, critic, actor and
+    weighter parameter) and log the same meta-gradient as two backward passes, to float
+    rounding (the sums run in another order)."""
+    from vawm.agent import Agent
+    from vawm.replay import random_batch
+    info = {"obs_kind": "vector", "obs_shape": (4,), "discrete": True, "action_dim": 2}
+    params, logs = {}, {}
+    for one in (True, False):
+        cfg = build_config("tiny", {"backbone": backbone, "objective": "tempo"},
+                           ["tempo.units=32", f"tempo.one_backward={str(one).lower()}"])
+        torch.manual_seed(0)
+        agent = Agent(cfg, info)
+        with torch.no_grad():                  # a trained critic: values that differ by state
+            for p in agent.ac.critic.parameters():
+                p.normal_(0, 0.3)
+        agent.ac.slow_critic.load_state_dict(agent.ac.critic.state_dict())
+        logs[one] = [agent.train_step(random_batch(cfg, info, seed=k)) for k in range(3)]
+        params[one] = {k: v.detach().clone() for k, v in agent.named_parameters()}
+    assert logs[True][0]["tempo/c_std"] > 0
+    for a, b in zip(logs[True], logs[False], strict=True):
+        for k in ("tempo/c_mean", "tempo/c_std", "tempo/meta_gradnorm", "wm/gradnorm"):
+            assert a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-9), k
+    for k, v in params[True].items():
+        torch.testing.assert_close(v, params[False][k], rtol=1e-4, atol=1e-6, msg=k)

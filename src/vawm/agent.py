@@ -79,8 +79,9 @@ class Agent(torch.nn.Module):
             wm_loss, metrics = self.wm.loss(obs, contrib.weights)
             # the behaviour learner's own terms of the world-model loss (td: the encoder's TD loss)
             own = self.ac.model_losses(self.wm, obs, batch)
-            total = wm_loss + sum([*contrib.losses.values(), *own.values()],
-                                  torch.zeros((), device=wm_loss.device))
+            rest = sum([*contrib.losses.values(), *own.values()],
+                       torch.zeros((), device=wm_loss.device))
+            total = wm_loss + rest
         if not torch.isfinite(total):
             bad = {k: float(v) for k, v in {"wm": wm_loss, **contrib.losses}.items()}
             raise NonFiniteLossError(
@@ -90,7 +91,13 @@ class Agent(torch.nn.Module):
         # DreamerV3 2025 trains everything from one loss: the replay-value loss's gradient joins
         # the world model's before its step (the actor-critic step below adds it)
         joint = self.ac.repval_grad
-        total.backward(retain_graph=joint)
+        if contrib.wm_grads is None:
+            total.backward(retain_graph=joint)
+        else:       # the objective already has d wm_loss / d theta (TEMPO's one backward)
+            if rest.requires_grad:
+                rest.backward(retain_graph=joint)
+            for p, g in contrib.wm_grads:
+                p.grad = g if p.grad is None else p.grad + g
         if not joint:
             metrics["wm/gradnorm"] = self.wm_opt.step()
             self.wm.after_update()

@@ -35,6 +35,10 @@ class Contribution:
     losses: dict[str, Tensor] = field(default_factory=dict)   # scalar terms added to the WM loss
     weights: Tensor | None = None                             # [B, T] per-step weights
     metrics: dict[str, Tensor] = field(default_factory=dict)
+    #: the gradient of ``backbone.loss(obs, weights)`` already computed by the objective, as
+    #: (parameter, gradient) pairs over every trainable backbone parameter; the agent then
+    #: back-propagates only the rest of the world-model loss (TEMPO: one backward, #17)
+    wm_grads: list[tuple[Tensor, Tensor]] | None = None
 
 
 class Objective(nn.Module):

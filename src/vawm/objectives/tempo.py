@@ -88,6 +88,10 @@ class TempoConfig:
     # line 8's product g_up . d2(sum_t w_t l_t)/dtheta dalpha, without eta and 1/N (N/eta larger;
     # it matters only through Adam's eps)
     meta_scale: Literal["lookahead", "alg1"] = "lookahead"
+    # exact meta-gradient: the double backward's first pass (dL_lower/dtheta with create_graph,
+    # over all backbone parameters) is also the world-model step's gradient (same theta, same
+    # weights), so the agent skips its own backward of L_lower (#17). Off: two backward passes
+    one_backward: bool = True
 
 
 class MetaWeighter(nn.Module):
@@ -156,19 +160,27 @@ def step_losses(backbone: Backbone, obs: Observed, weights: Tensor) -> Tensor:
 
 
 def mixed_product_exact(backbone: Backbone, obs: Observed, weights: Tensor, params: list[Tensor],
-                        g_up: list[Tensor]) -> Tensor:
+                        g_up: list[Tensor], others: list[Tensor] | None = None
+                        ) -> tuple[Tensor, list[tuple[Tensor, Tensor]] | None]:
     """c_t = g_up . dl_t/dtheta for every (b, t), exactly, at the current theta [B, T] (eq. 9).
 
-    Double backward on the graph of ``obs``: c = N d/dw [g_up . dL_lower(theta, w)/dtheta]; the
-    graph of ``obs`` is retained for the world-model step that follows.
+    Double backward on the graph of ``obs``: c = N d/dw [g_up . dL_lower(theta, w)/dtheta].
+    ``others`` (the remaining trainable backbone parameters): the first pass also differentiates
+    L_lower w.r.t. them, and the detached gradients of ``params + others`` are returned — the
+    world-model step's own gradient, so no second backward of L_lower is needed. The graph of
+    ``obs`` stays usable for a backward that follows. Returns (c [B, T], the (parameter, gradient) pairs or None).
     """
     w = weights.detach().requires_grad_(True)
     loss, _ = backbone.loss(obs, w)
-    grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
-    pairs = [(g, u) for g, u in zip(grads, g_up, strict=True) if g is not None]
+    every = params + (others or [])
+    grads = torch.autograd.grad(loss, every, create_graph=True, allow_unused=True)
+    pairs = [(g, u) for g, u in zip(grads[:len(params)], g_up, strict=True) if g is not None]
     dot = flat_dot([g for g, _ in pairs], [u for _, u in pairs])
     (c,) = torch.autograd.grad(dot, w, allow_unused=True)
-    return torch.zeros_like(w) if c is None else c * w.numel()
+    c = torch.zeros_like(w) if c is None else c * w.numel()
+    if others is None:
+        return c, None
+    return c, [(p, g.detach()) for p, g in zip(every, grads, strict=True) if g is not None]
 
 
 @torch.no_grad()
@@ -302,18 +314,25 @@ class Tempo(Objective):
         return self.weighter(self.inputs(obs, v_post, v_prior)).reshape(v_post.shape)
 
     def mixed_product(self, obs: Observed, ctx: Context, w: Tensor, upper: Tensor
-                      ) -> tuple[Tensor, dict[str, Tensor]]:
-        """c_t = g_up . dl_t/dtheta [B, T] over ``representation_parameters()`` (eq. 9)."""
+                      ) -> tuple[Tensor, dict[str, Tensor], list | None]:
+        """c_t = g_up . dl_t/dtheta [B, T] over ``representation_parameters()`` (eq. 9), its
+        metrics, and (``one_backward``, exact) the world-model loss's gradient pairs."""
         params = [p for p in ctx.backbone.representation_parameters() if p.requires_grad]
         g_up = torch.autograd.grad(upper, params, retain_graph=True, allow_unused=True)
         g_up = [torch.zeros_like(p) if g is None else g for p, g in zip(params, g_up, strict=True)]
         metrics = {"tempo/upper_gradnorm": torch.sqrt(flat_dot(g_up, g_up)).detach()}
         if self.cfg.meta_grad == "exact":
-            return mixed_product_exact(ctx.backbone, obs, w, params, g_up), metrics
+            others = None
+            if self.cfg.one_backward:
+                ids = {id(p) for p in params}
+                others = [p for p in ctx.backbone.parameters()
+                          if p.requires_grad and id(p) not in ids]
+            c, grads = mixed_product_exact(ctx.backbone, obs, w, params, g_up, others)
+            return c, metrics, grads
         c, masked = mixed_product_fd(ctx.backbone, ctx.batch, w, params, g_up, self.cfg.fd_eps,
                                      step=obs.step)
         metrics["tempo/fd_masked"] = masked
-        return c, metrics
+        return c, metrics, None
 
     def meta_step(self, w: Tensor, c: Tensor, eta: float) -> Tensor:
         """One Adam step of alpha on the look-ahead gradient; returns its norm before clipping."""
@@ -339,13 +358,13 @@ class Tempo(Objective):
         v_post, v_prior = self.values(obs, ctx)
         upper = upper_loss(v_post, v_prior)
         w = self.weights(obs, v_post, v_prior)                       # graph to alpha only
-        c, metrics = self.mixed_product(obs, ctx, w, upper)
+        c, metrics, grads = self.mixed_product(obs, ctx, w, upper)
         eta = self.cfg.lookahead_lr or ctx.wm_lr
         gn = self.meta_step(w, c, eta)
         metrics.update(_metrics(upper.detach(), w.detach()))
         metrics.update({"tempo/meta_gradnorm": gn, "tempo/c_mean": c.mean().detach(),
                         "tempo/c_std": c.std().detach()})
-        return Contribution(weights=w.detach(), metrics=metrics)
+        return Contribution(weights=w.detach(), metrics=metrics, wm_grads=grads)
 
 
 def _metrics(upper: Tensor, w: Tensor) -> dict[str, Tensor]:
