@@ -344,3 +344,42 @@ def test_one_backward_takes_the_two_backward_step(backbone):
             assert a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-9), k
     for k, v in params[True].items():
         torch.testing.assert_close(v, params[False][k], rtol=1e-4, atol=1e-6, msg=k)
+
+
+def test_naive_weights_normalise_the_task_aware_loss_plus_one():
+    """Yuan et al. 2023 §3.4: w = (u - mean) / std + 1, u = (V_post - V_prior)^2 per step, with
+    moving moments updated by the batch first (the first batch: its own mean and variance)."""
+    from vawm.nets.normalize import MovingMoments
+    from vawm.objectives.tempo import naive_weights, pearson_per_sequence
+    g = torch.Generator().manual_seed(0)
+    v_post, v_prior = torch.randn(3, 5, generator=g), torch.randn(3, 5, generator=g)
+    m = MovingMoments(0.9)
+    w = naive_weights(v_post, v_prior, m)
+    u = (v_post - v_prior) ** 2
+    torch.testing.assert_close(w, (u - u.mean()) / torch.sqrt(u.var(unbiased=False) + 1e-8) + 1)
+    torch.testing.assert_close(w.mean(), torch.tensor(1.0))
+    u2 = 4 * u                                                 # second batch: EMA moments
+    w2 = naive_weights(2 * v_post, 2 * v_prior, m)
+    mean = 0.9 * u.mean() + 0.1 * u2.mean()
+    var = 0.9 * u.var(unbiased=False) + 0.1 * u2.var(unbiased=False)
+    torch.testing.assert_close(w2, (u2 - mean) / torch.sqrt(var + 1e-8) + 1)
+    # the Pearson metric: 1 for an affine copy, -1 for a negated one, per sequence
+    torch.testing.assert_close(pearson_per_sequence(w, 3 * w + 2), torch.tensor(1.0))
+    torch.testing.assert_close(pearson_per_sequence(w, -w), torch.tensor(-1.0))
+
+
+def test_naive_weighting_trains_without_a_meta_step():
+    from vawm.agent import Agent
+    from vawm.replay import random_batch
+    info = {"obs_kind": "vector", "obs_shape": (4,), "discrete": True, "action_dim": 2}
+    cfg = build_config("tiny", {"objective": "tempo"}, ["tempo.units=16", "tempo.weighting=naive"])
+    torch.manual_seed(0)
+    agent = Agent(cfg, info)
+    before = [p.detach().clone() for p in agent.objective.weighter.parameters()]
+    m = agent.train_step(random_batch(cfg, info, seed=0))
+    assert "tempo/meta_gradnorm" not in m and abs(m["tempo/w_mean"] - 1.0) < 1e-5
+    assert all(torch.equal(p, q) for p, q in zip(agent.objective.weighter.parameters(), before,
+                                                 strict=True))
+    cfg = build_config("tiny", {"objective": "tempo"}, ["tempo.units=16", "tempo.every=1"])
+    m = Agent(cfg, info).train_step(random_batch(cfg, info, seed=0))
+    assert -1.0 <= m["tempo/naive_pearson"] <= 1.0

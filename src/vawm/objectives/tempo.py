@@ -92,6 +92,10 @@ class TempoConfig:
     # over all backbone parameters) is also the world-model step's gradient (same theta, same
     # weights), so the agent skips its own backward of L_lower (#17). Off: two backward passes
     one_backward: bool = True
+    # Yuan et al. 2023 §3.4's baseline: ``naive`` weights each step by its task-aware loss
+    # u_t = (V(s_post) - V(s_prior))^2, normalised by a moving mean and variance, plus 1 (no
+    # weighter, no meta step); ``meta`` is TEMPO. Both log tempo/naive_pearson (App. G Table 2)
+    weighting: Literal["meta", "naive"] = "meta"
 
 
 class MetaWeighter(nn.Module):
@@ -141,6 +145,24 @@ def upper_loss(v_post: Tensor, v_prior: Tensor) -> Tensor:
     return (v_post - v_prior).pow(2).mean()
 
 
+def naive_weights(v_post: Tensor, v_prior: Tensor, moments: MovingMoments) -> Tensor:
+    """Yuan et al. 2023 §3.4: w_t = (u_t - mean) / std + 1 with u_t = (V_post - V_prior)^2 per
+    step and the moving mean/std of u (updated with this batch first). Not clipped (the paper
+    does not; weights below 0 are possible).  [B, T] -> [B, T]"""
+    u = (v_post - v_prior).detach().pow(2)
+    moments.update(u)
+    return moments.normalize(u) + 1.0
+
+
+def pearson_per_sequence(a: Tensor, b: Tensor, eps: float = 1e-12) -> Tensor:
+    """Mean over sequences of the Pearson correlation of a and b along time (App. G Table 2
+    correlates w_1:T of one trajectory).  [B, T] x 2 -> scalar"""
+    a = a - a.mean(-1, keepdim=True)
+    b = b - b.mean(-1, keepdim=True)
+    r = (a * b).sum(-1) / torch.sqrt((a * a).sum(-1) * (b * b).sum(-1) + eps)
+    return r.mean()
+
+
 def flat_dot(a: list[Tensor], b: list[Tensor]) -> Tensor:
     zero = torch.zeros((), device=a[0].device, dtype=a[0].dtype)
     return sum(((x * y).sum() for x, y in zip(a, b, strict=True)), zero)
@@ -168,7 +190,8 @@ def mixed_product_exact(backbone: Backbone, obs: Observed, weights: Tensor, para
     ``others`` (the remaining trainable backbone parameters): the first pass also differentiates
     L_lower w.r.t. them, and the detached gradients of ``params + others`` are returned — the
     world-model step's own gradient, so no second backward of L_lower is needed. The graph of
-    ``obs`` stays usable for a backward that follows. Returns (c [B, T], the (parameter, gradient) pairs or None).
+    ``obs`` stays usable for a backward that follows.
+    Returns (c [B, T], the (parameter, gradient) pairs or None).
     """
     w = weights.detach().requires_grad_(True)
     loss, _ = backbone.loss(obs, w)
@@ -280,6 +303,7 @@ class Tempo(Objective):
         self.weighter = MetaWeighter(2 * feat_dim + 2, cfg.units, cfg.layers, cfg.out_norm,
                                      cfg.w_low, cfg.w_range)
         self.moments = MovingMoments(cfg.norm_decay)
+        self.naive_moments = MovingMoments(cfg.norm_decay)     # of u_t, for the naive weights
         self.opt = torch.optim.Adam(self.weighter.parameters(), lr=cfg.lr, eps=cfg.eps)
 
     # the meta weighter's optimiser travels in the state dict (checkpoints resume it)
@@ -349,6 +373,11 @@ class Tempo(Objective):
 
     def contribute(self, obs: Observed, ctx: Context) -> Contribution:
         # obs.post, obs.prior: [B, T, F]
+        if self.cfg.weighting == "naive":
+            with torch.no_grad():
+                v_post, v_prior = self.values(obs, ctx)
+                w = naive_weights(v_post, v_prior, self.naive_moments)
+            return Contribution(weights=w, metrics=_metrics(upper_loss(v_post, v_prior), w))
         meta = ctx.update % self.cfg.every == 0
         if not meta:
             with torch.no_grad():
@@ -364,6 +393,9 @@ class Tempo(Objective):
         metrics.update(_metrics(upper.detach(), w.detach()))
         metrics.update({"tempo/meta_gradnorm": gn, "tempo/c_mean": c.mean().detach(),
                         "tempo/c_std": c.std().detach()})
+        with torch.no_grad():               # App. G Table 2: meta vs naive weights
+            naive = naive_weights(v_post, v_prior, self.naive_moments)
+            metrics["tempo/naive_pearson"] = pearson_per_sequence(w.detach(), naive)
         return Contribution(weights=w.detach(), metrics=metrics, wm_grads=grads)
 
 
@@ -373,4 +405,5 @@ def _metrics(upper: Tensor, w: Tensor) -> dict[str, Tensor]:
 
 
 __all__ = ["Tempo", "MetaWeighter", "normalize_values", "upper_loss", "step_losses",
+           "naive_weights", "pearson_per_sequence",
            "mixed_product_exact", "mixed_product_fd", "meta_surrogate"]
