@@ -3,6 +3,7 @@ against brute force, finite differences against it, the sign of the meta step, a
 a short training run."""
 
 import copy
+import dataclasses
 import json
 
 import pytest
@@ -383,3 +384,38 @@ def test_naive_weighting_trains_without_a_meta_step():
     cfg = build_config("tiny", {"objective": "tempo"}, ["tempo.units=16", "tempo.every=1"])
     m = Agent(cfg, info).train_step(random_batch(cfg, info, seed=0))
     assert -1.0 <= m["tempo/naive_pearson"] <= 1.0
+
+
+@pytest.mark.parametrize("inputs, din", [("DSV", 2 * (16 + 4 * 4) + 2), ("DV", 2 * 16 + 2),
+                                         ("SV", 2 * 16 + 2), ("DS", 2 * (16 + 16)), ("V", 2)])
+def test_weighter_input_subsets_remove_those_inputs(inputs, din):
+    """Yuan et al. 2023 §3.5: the weighter reads only the chosen parts; changing a part it does
+    not read leaves the weights unchanged, changing one it reads changes them."""
+    from vawm.agent import Agent
+    info = {"obs_kind": "vector", "obs_shape": (4,), "discrete": True, "action_dim": 2}
+    cfg = build_config("tiny", {"objective": "tempo"},
+                       ["tempo.units=16", f"tempo.inputs={inputs}", "rssm.deter=16",
+                        "rssm.stoch=4", "rssm.classes=4"])
+    torch.manual_seed(0)
+    agent = Agent(cfg, info)
+    tempo, wm = agent.objective, agent.wm
+    assert tempo.weighter.net[0].in_features == din
+    b = random_batch_for(cfg, info)
+    obs = wm.observe(b)
+    v = torch.randn(2, *obs.post.shape[:2])
+    x = tempo.inputs(obs, v[0], v[1])
+    D = slice(0, 16)
+    for part, cols in (("D", D), ("S", wm.latent_slice)):
+        post = obs.post.detach().clone()
+        post[..., cols] += 1.0
+        moved = tempo.inputs(dataclasses.replace(obs, post=post), v[0], v[1])
+        assert torch.equal(moved, x) == (part not in inputs), part
+    moved = tempo.inputs(obs, v[0] + 1.0, v[1])
+    assert torch.equal(moved, x) == ("V" not in inputs)
+    with pytest.raises(ConfigError, match="tempo.inputs"):
+        build_config("tiny", {"objective": "tempo"}, ["tempo.inputs=DX"])
+
+
+def random_batch_for(cfg, info):
+    from vawm.replay import random_batch
+    return random_batch(cfg, info, seed=0)

@@ -96,6 +96,9 @@ class TempoConfig:
     # u_t = (V(s_post) - V(s_prior))^2, normalised by a moving mean and variance, plus 1 (no
     # weighter, no meta step); ``meta`` is TEMPO. Both log tempo/naive_pearson (App. G Table 2)
     weighting: Literal["meta", "naive"] = "meta"
+    # the weighter's inputs (Yuan et al. 2023 §3.5, Fig. 5b): any of D (the deterministic part of
+    # the post and prior features), S (their stochastic latents), V (V_post, V_prior)
+    inputs: str = "DSV"
 
 
 class MetaWeighter(nn.Module):
@@ -288,6 +291,7 @@ class Tempo(Objective):
 
     @classmethod
     def check(cls, cfg) -> None:
+        _check_inputs(cfg.tempo.inputs)
         if cfg.run.compile and cfg.tempo.meta_grad == "exact":
             raise ConfigError("run.compile=true cannot run tempo.meta_grad=exact: torch.compile "
                               "does not support the double backward of the exact meta-gradient; "
@@ -295,12 +299,23 @@ class Tempo(Objective):
 
     @classmethod
     def from_config(cls, cfg, backbone) -> Tempo:
-        return cls(cfg.tempo, backbone.feat_dim)
+        return cls(cfg.tempo, backbone.feat_dim, backbone.latent_slice)
 
-    def __init__(self, cfg: TempoConfig, feat_dim: int):
+    def __init__(self, cfg: TempoConfig, feat_dim: int, latent: slice | None = None):
         super().__init__()
         self.cfg = cfg
-        self.weighter = MetaWeighter(2 * feat_dim + 2, cfg.units, cfg.layers, cfg.out_norm,
+        _check_inputs(cfg.inputs)
+        # feature columns the weighter reads: the latent slice for S, the rest for D
+        cols = torch.zeros(feat_dim, dtype=torch.bool)
+        stoch = torch.zeros(feat_dim, dtype=torch.bool)
+        stoch[latent if latent is not None else slice(0, feat_dim)] = True
+        cols |= stoch if "S" in cfg.inputs else torch.zeros_like(stoch)
+        cols |= ~stoch if "D" in cfg.inputs else torch.zeros_like(stoch)
+        self.all_cols = bool(cols.all())
+        self.register_buffer("cols", cols.nonzero().squeeze(-1), persistent=False)
+        self.use_values = "V" in cfg.inputs
+        din = 2 * len(self.cols) + (2 if self.use_values else 0)
+        self.weighter = MetaWeighter(din, cfg.units, cfg.layers, cfg.out_norm,
                                      cfg.w_low, cfg.w_range)
         self.moments = MovingMoments(cfg.norm_decay)
         self.naive_moments = MovingMoments(cfg.norm_decay)     # of u_t, for the naive weights
@@ -327,11 +342,16 @@ class Tempo(Objective):
         self.moments.update(v)
         return self.moments.normalize(v_post), self.moments.normalize(v_prior)
 
-    @staticmethod
-    def inputs(obs: Observed, v_post: Tensor, v_prior: Tensor) -> Tensor:
-        """The weighter's input [B*T, 2F + 2]: (post, prior, V_post, V_prior), detached (eq. 5)."""
-        x = torch.cat([obs.post, obs.prior, v_post.unsqueeze(-1), v_prior.unsqueeze(-1)], -1)
-        return x.detach().flatten(0, 1)
+    def inputs(self, obs: Observed, v_post: Tensor, v_prior: Tensor) -> Tensor:
+        """The weighter's input [B*T, 2F + 2]: (post, prior, V_post, V_prior), detached (eq. 5);
+        with ``tempo.inputs`` a subset, only those parts of the features / the values."""
+        post, prior = obs.post, obs.prior
+        if not self.all_cols:
+            post, prior = post.index_select(-1, self.cols), prior.index_select(-1, self.cols)
+        parts = [post, prior]
+        if self.use_values:
+            parts += [v_post.unsqueeze(-1), v_prior.unsqueeze(-1)]
+        return torch.cat(parts, -1).detach().flatten(0, 1)
 
     def weights(self, obs: Observed, v_post: Tensor, v_prior: Tensor) -> Tensor:
         """w [B, T] = N_alpha(h, s_post, s_prior, V(s_post), V(s_prior)) (eq. 5)."""
@@ -397,6 +417,12 @@ class Tempo(Objective):
             naive = naive_weights(v_post, v_prior, self.naive_moments)
             metrics["tempo/naive_pearson"] = pearson_per_sequence(w.detach(), naive)
         return Contribution(weights=w.detach(), metrics=metrics, wm_grads=grads)
+
+
+def _check_inputs(inputs: str) -> None:
+    if set(inputs) - set("DSV") or len(set(inputs)) != len(inputs):
+        raise ConfigError(f"tempo.inputs={inputs!r}: use distinct letters of D (deterministic "
+                          "state), S (stochastic latents), V (values), e.g. DSV or DV")
 
 
 def _metrics(upper: Tensor, w: Tensor) -> dict[str, Tensor]:
