@@ -419,3 +419,18 @@ def test_weighter_input_subsets_remove_those_inputs(inputs, din):
 def random_batch_for(cfg, info):
     from vawm.replay import random_batch
     return random_batch(cfg, info, seed=0)
+
+
+def test_weighter_activation_and_norm_switches():
+    from torch import nn
+
+    from vawm.objectives.tempo import MetaWeighter
+    w = MetaWeighter(6, 8, 2, out_norm=False, act="tanh", norm="layer")
+    kinds = [type(m) for m in w.net]
+    assert kinds == [nn.Linear, nn.LayerNorm, nn.Tanh, nn.Linear, nn.LayerNorm, nn.Tanh, nn.Linear]
+    w = MetaWeighter(6, 8, 1, out_norm=False, act="relu", norm="none")
+    assert [type(m) for m in w.net] == [nn.Linear, nn.Identity, nn.ReLU, nn.Linear]
+    out = w(torch.randn(5, 6))
+    assert out.shape == (5,) and ((out >= 0.75) & (out <= 1.25)).all()
+    with pytest.raises(ConfigError, match="out_norm"):
+        build_config("tiny", {"objective": "tempo"}, ["tempo.norm=layer"])

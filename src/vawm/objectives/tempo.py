@@ -55,6 +55,7 @@ import torch
 from torch import Tensor, nn
 
 from vawm.nets.dist import full_precision
+from vawm.nets.layers import make_act, make_norm
 from vawm.nets.normalize import MovingMoments
 from vawm.objectives.base import Context, Contribution, Objective, register_objective
 from vawm.settings import ConfigError, Min, Range, section
@@ -70,6 +71,8 @@ class TempoConfig:
     layers: Annotated[int, Min(0)] = 4   # hidden dense layers (code 4, + output = 5 dense)
     units: Annotated[int, Min(1)] = 400
     out_norm: bool = True       # BatchNorm on the output layer too (code); paper: hidden only
+    act: Literal["elu", "silu", "relu", "tanh"] = "elu"     # hidden activation (Fig. 6 ablation)
+    norm: Literal["batch", "layer", "none"] = "batch"       # hidden normalisation (Fig. 6)
     lr: Pos = 1e-4              # Adam of the meta weighter (App. C)
     eps: Pos = 1e-8             # Adam epsilon (the meta gradient carries the small factor eta)
     clip: Pos = 100.0           # global-norm clip of the meta gradient (public code)
@@ -105,16 +108,19 @@ class MetaWeighter(nn.Module):
     """N_alpha: [Dense -> BatchNorm -> ELU] x layers, Dense (-> BatchNorm), 0.5 sigmoid + 0.75.
 
     BatchNorm always uses the statistics of the current batch (the code's ``training=True``).
+    ``norm`` / ``act`` replace the hidden layers' BatchNorm / ELU (the ablations of Fig. 6).
     """
 
     def __init__(self, din: int, units: int = 400, layers: int = 4, out_norm: bool = True,
-                 w_low: float = 0.75, w_range: float = 0.5):
+                 w_low: float = 0.75, w_range: float = 0.5, act: str = "elu",
+                 norm: str = "batch"):
         super().__init__()
         self.w_low, self.w_range = w_low, w_range
         mods: list[nn.Module] = []
         d = din
         for _ in range(layers):
-            mods += [nn.Linear(d, units), _batchnorm(units), nn.ELU()]
+            hidden = _batchnorm(units) if norm == "batch" else make_norm(norm, units)
+            mods += [nn.Linear(d, units), hidden, make_act(act)]
             d = units
         mods.append(nn.Linear(d, 1))
         if out_norm:
@@ -292,6 +298,10 @@ class Tempo(Objective):
     @classmethod
     def check(cls, cfg) -> None:
         _check_inputs(cfg.tempo.inputs)
+        if cfg.tempo.out_norm and cfg.tempo.norm != "batch":
+            raise ConfigError(f"tempo.norm={cfg.tempo.norm} with tempo.out_norm=true: the output "
+                              "normalisation is a BatchNorm of the single output; set "
+                              "tempo.out_norm=false with a hidden norm other than batch")
         if cfg.run.compile and cfg.tempo.meta_grad == "exact":
             raise ConfigError("run.compile=true cannot run tempo.meta_grad=exact: torch.compile "
                               "does not support the double backward of the exact meta-gradient; "
@@ -316,7 +326,7 @@ class Tempo(Objective):
         self.use_values = "V" in cfg.inputs
         din = 2 * len(self.cols) + (2 if self.use_values else 0)
         self.weighter = MetaWeighter(din, cfg.units, cfg.layers, cfg.out_norm,
-                                     cfg.w_low, cfg.w_range)
+                                     cfg.w_low, cfg.w_range, cfg.act, cfg.norm)
         self.moments = MovingMoments(cfg.norm_decay)
         self.naive_moments = MovingMoments(cfg.norm_decay)     # of u_t, for the naive weights
         self.opt = torch.optim.Adam(self.weighter.parameters(), lr=cfg.lr, eps=cfg.eps)
