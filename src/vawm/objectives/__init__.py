@@ -9,7 +9,7 @@ objective is one module with an :class:`Objective` subclass, its ``Config`` data
 
 from __future__ import annotations
 
-from vawm.objectives import dream_critic, tempo, vaml, var  # noqa: E402,F401  (register the built-ins)
+from vawm.objectives import dream_critic, tempo, vagram, vaml, var  # noqa: E402,F401  (register the built-ins)
 from vawm.objectives.base import (
     OBJECTIVES,
     Context,
