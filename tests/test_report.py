@@ -252,3 +252,24 @@ def test_capacity_layout_table_and_plot(tmp_path):
     del spec["methods"][1]["size"]
     with pytest.raises(SweepError, match="size"):
         parse_sweep(spec)
+
+
+def test_probability_of_improvement_and_per_task_iqm():
+    """P(X > Y) per task is the Mann-Whitney statistic (ties count half), averaged over tasks;
+    scale-free across tasks. IQM of one task's runs is the mean of its middle half."""
+    import numpy as np
+
+    from vawm.report import aggregate
+    x = np.array([[10.0, 1000.0], [11.0, 900.0], [12.0, 950.0]])     # 3 runs x 2 tasks
+    y = np.array([[1.0, 100.0], [2.0, 990.0], [12.0, 200.0]])
+    est = aggregate.improvement_probabilities({"x": (x, y)}, reps=200)
+    # task 0: 10,11 beat 1,2 and lose to 12; 12 ties 12 -> (2+2+2.5)/9; task 1: 1000 beats all,
+    # 900 beats 100, 200; 950 beats 100, 200 -> (3+2+2)/9
+    want = ((2 + 2 + 2.5) / 9 + (3 + 2 + 2) / 9) / 2
+    assert est["x"][0] == pytest.approx(want)
+    assert est["x"][1] <= est["x"][0] <= est["x"][2]
+    same = aggregate.improvement_probabilities({"s": (x, x)}, reps=50)
+    assert same["s"][0] == pytest.approx(0.5)
+    pt, lo, hi = aggregate.iqm_per_task(np.array([0.0, 1.0, 2.0, 3.0, 100.0, -100.0, 1.5, 2.5]),
+                                        reps=200)
+    assert pt == pytest.approx(np.mean([1.0, 1.5, 2.0, 2.5])) and lo <= pt <= hi

@@ -60,3 +60,37 @@ def interval_estimates(scores: dict[str, np.ndarray], reps: int = 10_000, seed: 
                                               random_state=np.random.RandomState(seed))
     return {m: {k: (float(pts[m][i]), float(cis[m][0, i]), float(cis[m][1, i]))
                 for i, k in enumerate(METRICS)} for m in scores}
+
+
+def improvement_probabilities(pairs: dict[str, tuple[np.ndarray, np.ndarray]], reps: int = 10_000,
+                              seed: int = 0, ci: float = 0.95
+                              ) -> dict[str, tuple[float, float, float]]:
+    """P(X > Y) (Agarwal et al. 2021: per task the Mann-Whitney statistic of X's runs against
+    Y's, averaged over tasks; scale-free, so tasks on different scales combine) with a
+    stratified-bootstrap ``ci`` interval. pairs: name -> ((runs x tasks) X, (runs x tasks) Y)."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    pairs = {k: v for k, v in pairs.items() if v[0].size and v[1].size}
+    if not pairs:
+        return {}
+    fn = lambda x, y: np.array([metrics.probability_of_improvement(x, y)])   # noqa: E731
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        pts, cis = rly.get_interval_estimates(pairs, fn, reps=reps, confidence_interval_size=ci,
+                                              random_state=np.random.RandomState(seed))
+    return {k: (float(pts[k][0]), float(cis[k][0, 0]), float(cis[k][1, 0])) for k in pairs}
+
+
+def iqm_per_task(runs: np.ndarray, reps: int = 10_000, seed: int = 0, ci: float = 0.95
+                 ) -> tuple[float, float, float]:
+    """IQM over the runs of one task with a bootstrap ``ci`` interval.  runs: [n]"""
+    from rliable import library as rly
+    from rliable import metrics
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        pts, cis = rly.get_interval_estimates(
+            {"x": runs.reshape(-1, 1)}, lambda x: np.array([metrics.aggregate_iqm(x)]),
+            reps=reps, confidence_interval_size=ci, random_state=np.random.RandomState(seed))
+    return float(pts["x"][0]), float(cis["x"][0, 0]), float(cis["x"][1, 0])

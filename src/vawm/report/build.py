@@ -34,6 +34,7 @@ from vawm.report.sections import (
     dmc_section,
     gather,
     generic_section,
+    generic_stats_section,
     missing_notes,
 )
 
@@ -282,7 +283,7 @@ def build_report(root: Path, out: Path, reps: int = 5000, seed: int = 0,
         elif exp.layout == "capacity":
             lines = capacity_section(exp, g, refs, figdir)
         else:
-            lines = generic_section(exp, g)
+            lines = [*generic_section(exp, g), "", *generic_stats_section(exp, g, reps, seed)]
         doc += [*lines, ""]
         notes = missing_notes(exp, g)
         doc += ["#### Missing runs", "", *(notes or ["None: every expected run finished."]), ""]

@@ -280,6 +280,49 @@ def generic_section(exp: Experiment, g: Gathered) -> list[str]:
                 f"the baseline; {tables.FLAG} = fewer seeds or tasks than expected.{note}"]
 
 
+def generic_stats_section(exp: Experiment, g: Gathered, reps: int, seed: int) -> list[str]:
+    """Per-task IQM over seeds with bootstrap 95% CIs, and each method's probability of
+    improvement over its baseline (or the first method) across tasks (rliable; scale-free)."""
+    out = ["#### IQM per task and probability of improvement (rliable, 95% bootstrap CIs)", ""]
+    if not aggregate.rliable_available():
+        return out + [f"rliable is not installed: {aggregate.INSTALL_HINT}"]
+    fmt = lambda t: f"{t[0]:.1f} [{t[1]:.1f}, {t[2]:.1f}]"                # noqa: E731
+    rows = []
+    for m in exp.methods:
+        cells = [exp.labels.get(m, m)]
+        for e in g.envs:
+            v = list(g.scores.get(m, {}).get(e, {}).values())
+            cells.append(fmt(aggregate.iqm_per_task(np.array(v, float), reps, seed))
+                         if len(v) >= 2 else (f"{v[0]:.1f} (1 seed)" if v else "—"))
+        rows.append(cells)
+    out.append(tables.markdown_table(["Method", *g.envs], rows))
+    first = exp.methods[0] if exp.methods else None
+    pairs, names = {}, {}
+    for m in exp.methods:
+        base = exp.baselines.get(m) or first
+        if base is None or base == m:
+            continue
+        envs = [e for e in g.envs if len(g.scores.get(m, {}).get(e, {})) >= 2
+                and len(g.scores.get(base, {}).get(e, {})) >= 2]
+        if not envs:
+            continue
+        x, _ = aggregate.rectangular(g.scores[m], envs)
+        y, _ = aggregate.rectangular(g.scores[base], envs)
+        if x.size and y.size:
+            pairs[m] = (x, y)
+            names[m] = (base, len(envs), x.shape[0], y.shape[0])
+    est = aggregate.improvement_probabilities(pairs, reps=reps, seed=seed)
+    if est:
+        prow = [[exp.labels.get(m, m), exp.labels.get(names[m][0], names[m][0]),
+                 f"{p:.2f} [{lo:.2f}, {hi:.2f}]", f"{names[m][1]} tasks, {names[m][2]} vs "
+                 f"{names[m][3]} seeds"] for m, (p, lo, hi) in est.items()]
+        out += ["", tables.markdown_table(["Method", "over", "P(method > over)", "runs"], prow)]
+    out += ["", f"IQM over each task's seeds (with one seed: that score); P(X > Y) per task is the "
+                f"probability that a run of X beats a run of Y, averaged over the tasks both "
+                f"have (with the seeds present on all of them); {reps} bootstrap replications."]
+    return out
+
+
 # ---------------------------------------------------------------------------- curves
 
 
