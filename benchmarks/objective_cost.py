@@ -353,10 +353,10 @@ def readme_row(args: argparse.Namespace, rows: list[dict], cfg, device, load: fl
         parts.append(text + f"; {r['s_per_update']:.3f} vs {base['s_per_update']:.3f} s/update")
     argv, skip = [], False
     for a in sys.argv[1:]:                     # the command without the row's own flags
-        if skip or a.startswith(("--readme=", "--what=", "--order=")):
+        if skip or a.startswith(("--readme=", "--what=", "--order=", "--out=")):
             skip = False
             continue
-        if a in ("--readme", "--what", "--order"):
+        if a in ("--readme", "--what", "--order", "--out"):
             skip = True
             continue
         argv.append(a)
