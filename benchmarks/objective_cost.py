@@ -36,7 +36,6 @@ module does not exist yet are skipped with a note. Writes a markdown table to st
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import resource
@@ -49,8 +48,6 @@ from pathlib import Path
 import torch
 from readme_table import provenance, write_row
 
-OBJECTIVE_MODULES = {"none": None, "var": "vawm.objectives.var", "tempo": "vawm.objectives.tempo",
-                     "dream-critic": "vawm.objectives.dream_critic"}
 MMAP_THRESHOLD = 131072   # bytes; see the module docstring
 DEFAULT_PRESET = {"rssm": "cpu", "tssm": "storm-cpu", "vae-lstm": "cartpole-vae-lstm"}
 
@@ -119,14 +116,12 @@ def resolve(device: str) -> torch.device:
 
 
 def available(objectives: list[str]) -> tuple[list[str], list[str]]:
+    """The requested objectives (every registered one is valid), ``none`` first."""
+    from vawm.objectives import OBJECTIVES
     keep, notes = [], []
     for o in objectives:
-        if o not in OBJECTIVE_MODULES:
-            raise SystemExit(f"unknown objective {o!r}; valid: {', '.join(OBJECTIVE_MODULES)}")
-        mod = OBJECTIVE_MODULES[o]
-        if mod is not None and importlib.util.find_spec(mod) is None:
-            notes.append(f"{o}: skipped ({mod} does not exist yet)")
-            continue
+        if o not in OBJECTIVES:
+            raise SystemExit(f"unknown objective {o!r}; valid: {', '.join(sorted(OBJECTIVES))}")
         keep.append(o)
     if "none" not in keep:
         keep.insert(0, "none")
