@@ -115,17 +115,17 @@ def resolve(device: str) -> torch.device:
     return torch.device(device)
 
 
-def available(objectives: list[str]) -> tuple[list[str], list[str]]:
+def available(objectives: list[str]) -> list[str]:
     """The requested objectives (every registered one is valid), ``none`` first."""
     from vawm.objectives import OBJECTIVES
-    keep, notes = [], []
+    keep = []
     for o in objectives:
         if o not in OBJECTIVES:
             raise SystemExit(f"unknown objective {o!r}; valid: {', '.join(sorted(OBJECTIVES))}")
         keep.append(o)
     if "none" not in keep:
         keep.insert(0, "none")
-    return keep, notes
+    return keep
 
 
 def build_agent(args, objective: str, device: torch.device):
@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     device = resolve(args.device)
     load = os.getloadavg()[0]
-    objectives, notes = available([o.strip() for o in args.objectives.split(",") if o.strip()])
+    objectives = available([o.strip() for o in args.objectives.split(",") if o.strip()])
     cfg = make_config(args, "none")
     print(f"objective cost: backbone {args.backbone}, preset {cfg.preset}, env {env_label(args)}, "
           f"batch {cfg.run.batch_size}x{cfg.run.batch_length}, device {device}, threads "
@@ -318,13 +318,11 @@ def main(argv: list[str] | None = None) -> int:
             row.update(measure_memory(args, o))
         rows.append(row)
     print(markdown(rows))
-    for n in notes:
-        print(f"note: {n}")
     out = Path(args.out) if args.out else Path("runs/bench") / (
         f"objective_cost-{args.backbone}-{slug(env_label(args))}-{device.type}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
-            "torch": torch.__version__, "notes": notes, "host_cpus": os.cpu_count(),
+            "torch": torch.__version__, "host_cpus": os.cpu_count(),
             "loadavg": os.getloadavg(), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
     out.write_text(json.dumps({"rows": rows, "meta": meta}, indent=2))
     print(f"wrote {out}", file=sys.stderr)

@@ -209,11 +209,9 @@ class Tempo(Objective):
         self.cfg = cfg
         _check_inputs(cfg.inputs)
         # feature columns the weighter reads: the latent slice for S, the rest for D
-        cols = torch.zeros(feat_dim, dtype=torch.bool)
         stoch = torch.zeros(feat_dim, dtype=torch.bool)
         stoch[latent if latent is not None else slice(0, feat_dim)] = True
-        cols |= stoch if "S" in cfg.inputs else torch.zeros_like(stoch)
-        cols |= ~stoch if "D" in cfg.inputs else torch.zeros_like(stoch)
+        cols = (stoch & ("S" in cfg.inputs)) | (~stoch & ("D" in cfg.inputs))
         self.all_cols = bool(cols.all())
         self.register_buffer("cols", cols.nonzero().squeeze(-1), persistent=False)
         self.use_values = "V" in cfg.inputs

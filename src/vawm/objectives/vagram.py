@@ -81,7 +81,7 @@ class Vagram(Objective):
     def contribute(self, obs: Observed, ctx: Context) -> Contribution:
         # obs.post, obs.prior: [B, T, F]
         pred, target = obs.prior.flatten(0, 1), obs.post.flatten(0, 1).detach()
-        g = value_gradient(lambda x: ctx.agent.value(x), target)
+        g = value_gradient(ctx.agent.value, target)
         g, norms = clip_to_quantile(g, self.cfg.quantile)
         with torch.no_grad():
             m = norms.mean()
