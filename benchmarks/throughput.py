@@ -4,10 +4,12 @@
     python benchmarks/throughput.py --backbone tssm --preset storm --obs-shape 3,64,64 --device cuda
     python benchmarks/throughput.py --backbone rssm --preset cpu --objective var
     python benchmarks/throughput.py --backbone latent --objective vaml --preset latent-cpu,cvaml-1-1
+    bash benchmarks/gpu_atari.sh             # on a GPU: size S, Atari shapes, fp32 / bf16 / CUDA graph
 
 Measured: seconds per full ``Agent.train_step`` (observe, objective, world-model step, actor-critic
 in imagination): ``--warmup`` untimed updates, then the median (and IQR) of ``--updates`` timed
-ones. Also, on the same batch: the imagination alone (``backbone.imagine`` from
+ones (with ``run.cuda_graph=true`` the warm-up covers the graph's capture: timed updates are
+replays). Also, on the same batch: the imagination alone (``backbone.imagine`` from
 ``agent.imag_starts`` starts, horizon ``agent.horizon``, no gradient, as the agent calls it), and
 for ``tssm`` the same rollout without the key/value cache (``tssm.kv_cache=false``: every step
 re-runs the whole context + rollout), which is what the cache saves. The batch is random
@@ -68,6 +70,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def median_iqr(xs: list[float]) -> tuple[float, float, float]:
     q = statistics.quantiles(xs, n=4) if len(xs) > 1 else [xs[0]] * 3
     return q[0], statistics.median(xs), q[2]
+
+
+def warmup_updates(agent, n: int) -> int:
+    """Untimed updates: ``--warmup``, and with ``run.cuda_graph`` at least the graph's warm-up
+    and capture (the timed updates are replays)."""
+    return max(n, agent.graphed.warmup + 1) if agent.graphed is not None else n
 
 
 def timed(fn, n: int, device: torch.device) -> list[float]:
@@ -147,14 +155,14 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     agent = Agent(cfg, info).to(device)
     batch = random_batch(cfg, info, device)
-    timed(lambda: agent.train_step(batch), args.warmup, device)
+    timed(lambda: agent.train_step(batch), warmup_updates(agent, args.warmup), device)
     upd = timed(lambda: agent.train_step(batch), args.updates, device)
     paired = None
     if args.compare:
         ccfg = build_config(preset, flags, ["var.warmup=0", *args.set, *args.compare])
         torch.manual_seed(args.seed)
         other = Agent(ccfg, info).to(device)
-        timed(lambda: other.train_step(batch), args.warmup, device)
+        timed(lambda: other.train_step(batch), warmup_updates(other, args.warmup), device)
         paired = {"base": [], "compare": []}
         for r in range(args.updates):
             order = (("base", agent), ("compare", other))[:: 1 if r % 2 == 0 else -1]

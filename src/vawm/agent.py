@@ -16,6 +16,7 @@ import torch
 
 from vawm.agents.actor_critic import ActorCritic
 from vawm.agents.td import TDLearner
+from vawm.graphs import GraphedStep
 from vawm.nets.layers import compile_hot_modules
 from vawm.nets.optim import Optim
 from vawm.objectives import Context, build_objective
@@ -67,8 +68,33 @@ class Agent(torch.nn.Module):
         self.profile = False    # benchmarks: time the world-model step (observe..optimiser)
         if cfg.run.compile:
             compile_hot_modules(self)
+        self.graphed: GraphedStep | None = None
+        if cfg.run.cuda_graph:      # capture the whole update (vawm.graphs); Adam keeps its
+            for opt in self.optimisers():               # step counts on the device
+                opt.capturable()
+            self.graphed = GraphedStep(self.update_tensors, lambda: self.objective.phase(self.updates))
+
+    def optimisers(self) -> list[Optim]:
+        return list(dict.fromkeys([self.wm_opt, self.ac.actor_opt, self.ac.critic_opt]))
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """One update; returns its metrics as floats (``run.cuda_graph``: a graph replay)."""
+        if self.graphed is None:
+            out = self.update_tensors(batch)
+        else:
+            out = self.graphed(batch)
+            if not torch.isfinite(out["wm/loss"]):      # after the replay: captured, no sync
+                raise NonFiniteLossError(
+                    f"non-finite world-model loss at update {self.updates}; the last checkpoint "
+                    "is intact — lower optim.model_lr or check the objective's settings, then "
+                    "--resume")
+        self.updates += 1
+        return {k: float(v) for k, v in out.items()}
+
+    def update_tensors(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The update itself, its metrics as tensors. Nothing in it synchronises with the host
+        except the eager non-finite check (and ``profile``'s timers), so ``run.cuda_graph`` can
+        capture it (``tests/test_graphs.py``)."""
         if self.profile:
             _sync(batch["reward"].device)
             t0 = time.perf_counter()
@@ -82,7 +108,7 @@ class Agent(torch.nn.Module):
             rest = sum([*contrib.losses.values(), *own.values()],
                        torch.zeros((), device=wm_loss.device))
             total = wm_loss + rest
-        if not torch.isfinite(total):
+        if self.graphed is None and not torch.isfinite(total):
             bad = {k: float(v) for k, v in {"wm": wm_loss, **contrib.losses}.items()}
             raise NonFiniteLossError(
                 f"non-finite world-model loss at update {self.updates}: {bad}; the last checkpoint "
@@ -114,8 +140,7 @@ class Agent(torch.nn.Module):
         if joint:
             metrics["wm/gradnorm"] = self.wm_opt.step()
             self.wm.after_update()
-        self.updates += 1
-        return {k: float(v) for k, v in metrics.items()}
+        return {k: torch.as_tensor(v) for k, v in metrics.items()}
 
     @torch.no_grad()
     def _reencoded_starts(self, batch: dict[str, torch.Tensor]):
@@ -133,7 +158,9 @@ class Agent(torch.nn.Module):
         recurrent states, distributions and losses stay float32). A disabled context at fp32.
         Acting and evaluation always run in float32."""
         device = self.wm_params[0].device.type
-        return torch.autocast(device, torch.bfloat16, enabled=self.cfg.run.precision == "bf16")
+        # a CUDA-graph capture cannot keep autocast's weight-cast cache (PyTorch's CUDA-graph notes)
+        return torch.autocast(device, torch.bfloat16, enabled=self.cfg.run.precision == "bf16",
+                              cache_enabled=self.graphed is None)
 
     @torch.no_grad()
     def act(self, carry, obs: torch.Tensor, prev_action: torch.Tensor, is_first: torch.Tensor,

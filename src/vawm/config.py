@@ -54,6 +54,8 @@ class RunConfig:
     threads: NonNeg = 0         # torch CPU threads; 0 = torch default
     compile: bool = False       # torch.compile the small hot modules (nets.layers.compile_hot_modules)
     precision: Literal["fp32", "bf16"] = "fp32"   # bf16: bfloat16 autocast of the update's forwards
+    # capture the whole update as a CUDA graph and replay it (vawm.graphs; CUDA, Adam, no warm-up)
+    cuda_graph: bool = False
     deterministic: bool = True  # cuDNN deterministic kernels, no autotuning (CPU runs always are)
 
 
@@ -174,6 +176,23 @@ def validate(cfg: Config) -> None:
                           f"{', '.join(OBJECTIVES)}")
     BACKBONES[cfg.backbone].check(cfg)
     OBJECTIVES[cfg.objective].check(cfg)
+    if cfg.run.cuda_graph:
+        _check_cuda_graph(cfg)
+
+
+def _check_cuda_graph(cfg: Config) -> None:
+    """What ``run.cuda_graph`` can capture (vawm.graphs); the device is checked at start-up."""
+    fix = "or set run.cuda_graph=false"
+    for kind, name, cls in (("backbone", cfg.backbone, BACKBONES[cfg.backbone]),
+                            ("objective", cfg.objective, OBJECTIVES[cfg.objective])):
+        if not cls.graph_safe:
+            raise ConfigError(f"run.cuda_graph=true cannot capture the {kind} {name!r} (its update "
+                              f"synchronises or depends on the update count); {fix}")
+    if cfg.optim.kind != "adam" or cfg.optim.warmup:
+        raise ConfigError("run.cuda_graph=true captures Adam without learning-rate warm-up; use "
+                          f"optim.kind=adam optim.warmup=0 {fix}")
+    if cfg.run.compile:
+        raise ConfigError(f"run.cuda_graph=true and run.compile=true exclude each other; {fix}")
 
 
 def load_config_file(path: str) -> Config:

@@ -32,6 +32,7 @@ from vawm.driver import Driver
 from vawm.envs import action_repeat, env_info
 from vawm.logger import MetricLogger, plot_returns, progress_bar, versions
 from vawm.replay import Replay
+from vawm.settings import ConfigError
 from vawm.state import rng_state, seed_everything, set_rng_state
 
 CKPT = "checkpoints/latest.pt"
@@ -78,6 +79,10 @@ class Trainer:
         torch.backends.cudnn.deterministic = cfg.run.deterministic
         torch.backends.cudnn.benchmark = not cfg.run.deterministic
         self.device = resolve_device(cfg.run.device)
+        if cfg.run.cuda_graph and self.device.type != "cuda":
+            raise ConfigError("run.cuda_graph=true needs a CUDA device (this run is on "
+                              f"{self.device.type}); set run.device=cuda on a GPU machine or "
+                              "run.cuda_graph=false")
         self.info = env_info(cfg.env, cfg.env_cfg)
         self.repeat = action_repeat(cfg.env, cfg.env_cfg)
         self.agent = Agent(cfg, self.info).to(self.device)

@@ -10,6 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+# the Gaussian constants as float32 computes them (Python floats: no tensor built per call, which
+# a CUDA-graph capture of the update could not copy to the device)
+_HALF_LOG_2PI = float(0.5 * torch.log(torch.tensor(2 * torch.pi)))
+_HALF_PLUS_HALF_LOG_2PI = float(0.5 + 0.5 * torch.log(torch.tensor(2 * torch.pi)))
+
 
 def full_precision(x: Tensor) -> Tensor:
     """``x`` in float32 if it is bfloat16/float16 (an autocast matmul's output), else unchanged
@@ -175,10 +180,10 @@ class BoundedNormal:
 
     def log_prob(self, a: Tensor) -> Tensor:
         z = (a - self.mean) / self.std
-        return (-0.5 * z * z - torch.log(self.std) - 0.5 * torch.log(torch.tensor(2 * torch.pi))).sum(-1)
+        return (-0.5 * z * z - torch.log(self.std) - _HALF_LOG_2PI).sum(-1)
 
     def entropy(self) -> Tensor:
-        return (0.5 + 0.5 * torch.log(torch.tensor(2 * torch.pi)) + torch.log(self.std)).sum(-1)
+        return (_HALF_PLUS_HALF_LOG_2PI + torch.log(self.std)).sum(-1)
 
     def mode(self) -> Tensor:
         return self.mean

@@ -19,11 +19,13 @@ class PercentileScale(nn.Module):
         self.register_buffer("low", torch.zeros(()))
         self.register_buffer("high", torch.zeros(()))
         self.register_buffer("count", torch.zeros((), dtype=torch.long))
+        # on the module's device, so that update() copies nothing from the host (CUDA graphs)
+        self.register_buffer("probs", torch.tensor([lo, hi]), persistent=False)
 
     @torch.no_grad()
     def update(self, x: Tensor) -> None:
         x = x.detach().float().flatten()
-        q = torch.quantile(x, torch.tensor([self.lo, self.hi], device=x.device))
+        q = torch.quantile(x, self.probs)
         d = self.decay
         self.low.mul_(d).add_((1 - d) * q[0])
         self.high.mul_(d).add_((1 - d) * q[1])

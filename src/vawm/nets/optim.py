@@ -108,6 +108,14 @@ class Optim:
         else:
             raise ValueError(f"unknown optimizer {kind!r}; choose from adam, laprop")
 
+    def capturable(self) -> None:
+        """Keep Adam's step counts on the device and read no host value in ``step`` (CUDA-graph
+        capture, ``run.cuda_graph``)."""
+        if self.kind != "adam" or self.warmup:
+            raise ValueError("only Adam without warm-up can be captured in a CUDA graph")
+        for g in self.opt.param_groups:
+            g["capturable"] = True
+
     def zero_grad(self) -> None:
         for p in self.params:
             p.grad = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -53,6 +54,10 @@ class Objective(nn.Module):
     config_key: str = ""
     #: prefix of its logged metrics and loss terms
     log_name: str = ""
+    #: whether its contribution can be captured in a CUDA graph (``run.cuda_graph``, see
+    #: ``vawm.graphs``): no host synchronisation; Python branches on the update count only
+    #: through :meth:`phase`
+    graph_safe: bool = False
 
     @classmethod
     def from_config(cls, cfg, backbone: Backbone) -> Objective:
@@ -68,6 +73,11 @@ class Objective(nn.Module):
 
     def wm_parameters(self) -> list[nn.Parameter]:
         return []
+
+    def phase(self, update: int) -> Hashable:
+        """What of :meth:`contribute`'s Python control flow depends on the update count (a CUDA
+        graph is captured per phase); the default: nothing."""
+        return None
 
 
 #: objective name -> class, filled by :func:`register_objective` (see ``vawm.objectives``)
@@ -89,6 +99,8 @@ def register_objective(name: str, config_key: str | None = None, log_name: str |
 @register_objective("none")
 class NoObjective(Objective):
     """Pure maximum likelihood: the baseline of every table."""
+
+    graph_safe = True
 
     def contribute(self, obs: Observed, ctx: Context) -> Contribution:
         return Contribution()

@@ -137,6 +137,7 @@ class ValueAlignment(Objective):
     """VaR (anon. 2025)'s value-alignment regulariser on any backbone that exposes post/prior features."""
 
     Config = VarConfig
+    graph_safe = True
 
     def __init__(self, cfg: VarConfig, backbone_betas: tuple[float, float] = (0.5, 0.1)):
         super().__init__()
@@ -165,9 +166,12 @@ class ValueAlignment(Objective):
             return torch.full((), c.static_beta, device=obs.post.device)
         return adaptive_beta(obs.kl, c.per_sample, c.kl_floor)   # eq. 5
 
+    def phase(self, update: int) -> bool:
+        return update >= self.cfg.warmup            # the eq. 2 indicator
+
     def contribute(self, obs: Observed, ctx: Context) -> Contribution:
         c = self.cfg
-        active = ctx.update >= c.warmup                                 # eq. 2 indicator
+        active = self.phase(ctx.update)                                # eq. 2 indicator
         critic = ctx.agent.slow_critic if c.critic == "slow" else ctx.agent.critic
         with torch.enable_grad() if active else torch.no_grad():
             v_post, v_prior = self.value_logits(critic, obs.post, obs.prior)
@@ -177,7 +181,7 @@ class ValueAlignment(Objective):
             weighted = c.scale * (beta * l_var).mean() if active else None
         metrics = {"var/loss": l_var.detach().mean(), "var/kl_dyn": kl.mean(),
                    "var/beta": beta.detach().mean(),
-                   "var/active": torch.tensor(float(active))}
+                   "var/active": torch.full((), float(active), device=obs.post.device)}
         if weighted is None:                                            # warm-up: nothing added
             weighted = torch.zeros((), device=obs.post.device)
         return Contribution(losses={"weighted": weighted}, metrics=metrics)

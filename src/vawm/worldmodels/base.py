@@ -68,6 +68,9 @@ class Backbone(nn.Module):
     #: whether the behaviour learner must not use the model (data, planning): a model-free
     #: baseline on the backbone's encoder (``latent.model_free``, the TD3 baseline)
     model_free: bool = False
+    #: whether its observe/loss/imagine can be captured in a CUDA graph (``run.cuda_graph``; see
+    #: ``vawm.graphs``): no host synchronisation and no dependence on the update count
+    graph_safe: bool = False
 
     @classmethod
     def from_config(cls, cfg, info: dict) -> Backbone:

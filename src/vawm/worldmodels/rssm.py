@@ -106,6 +106,7 @@ class RSSM(Backbone):
     Config = RSSMConfig
     term_names = ("recon", "reward", "cont", "dyn", "rep")
     free_bits_terms = ("dyn", "rep")
+    graph_safe = True
 
     def __init__(self, cfg: RSSMConfig, obs_shape: tuple[int, ...], act_dim: int,
                  image: bool):

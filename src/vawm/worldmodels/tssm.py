@@ -132,6 +132,7 @@ class TSSM(Backbone):
     Config = TSSMConfig
     term_names = ("recon", "reward", "cont", "dyn", "rep")
     free_bits_terms = ("dyn", "rep")
+    graph_safe = True
 
     def __init__(self, cfg: TSSMConfig, obs_shape: tuple[int, ...], act_dim: int, image: bool):
         super().__init__()
