@@ -227,13 +227,17 @@ def test_task_mean_only_where_returns_share_a_scale():
     assert "200.0 ± 10.0 (n=3)" in dropped
 
 
-def test_capacity_layout_table_and_plot(tmp_path):
+@pytest.mark.parametrize("layout,xlabel", [("capacity", "world-model size"),
+                                           ("image-size", "image size (pixels)")])
+def test_size_layouts_table_and_plot(tmp_path, layout, xlabel):
+    """capacity (VaR Fig. 2a) and image-size (Fig. 2b): the ablation table, then final return
+    against each method's size: per family."""
     from vawm.sweep.spec import SweepError
     methods = [{"name": f"rssm{v}-{s}", "label": f"DreamerV3{' + Var' if v else ''} {s}",
                 "backbone": "rssm", "objective": "var" if v else "none", "size": s,
                 **({"baseline": f"rssm-{s}"} if v else {})}
                for s in ("small", "large") for v in ("", "+var")]
-    spec = {"name": "cap-test", "layout": "capacity", "methods": methods,
+    spec = {"name": "cap-test", "layout": layout, "methods": methods,
             "grid": {"env": ["gym:CartPole-v1", "gym:Pendulum-v1"], "seed": [0, 1]}}
     sw = parse_sweep(spec)
     assert {c.size for c in sw.cells} == {"small", "large"}
@@ -247,10 +251,11 @@ def test_capacity_layout_table_and_plot(tmp_path):
     assert report_main([str(tmp_path / "cap"), "--out", str(out)]) == 0
     md = (out / "report.md").read_text()
     assert table_rows(md, "DreamerV3 + Var small")[0][1] == "155.0 (↑47.6%)"  # 155 vs 105
-    assert "](figures/cap-test_capacity.png)" in md and (out / "figures" /
-                                                           "cap-test_capacity.png").exists()
+    fig = f"cap-test_{layout}.png"
+    assert f"](figures/{fig})" in md and (out / "figures" / fig).exists()
+    assert f"Final evaluation return against {xlabel}" in md
     del spec["methods"][1]["size"]
-    with pytest.raises(SweepError, match="size"):
+    with pytest.raises(SweepError, match=f"layout {layout} needs a size"):
         parse_sweep(spec)
 
 

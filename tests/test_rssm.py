@@ -33,6 +33,21 @@ def test_image_and_block_gru():
     assert m.encoder.net[0].weight.grad is not None
 
 
+@pytest.mark.parametrize("cnn", ["v2023", "v2025"])
+@pytest.mark.parametrize("side,last", [(64, 4), (96, 6), (128, 8)])
+def test_encoder_and_decoder_follow_the_image_size(side, last, cnn):
+    """VaR (anon. 2025) Fig. 2b's inputs: four stride-2 stages at every size (DreamerV3's code
+    allows a last feature map of 3 to 16), and the decoder returns the input's shape."""
+    cfg = build_config("tiny", sets=[f"rssm.cnn={cnn}"]).rssm
+    torch.manual_seed(0)
+    m = RSSM(cfg, (3, side, side), 2, True)
+    b = _batch(B=2, T=3, obs_shape=(3, side, side), image=True)
+    assert m.encoder.out_shape[-2:] == (last, last)
+    o = m.observe(b)
+    assert m.decode(o.post).shape == (2, 3, 3, side, side)
+    assert torch.isfinite(o.terms["recon"]).all()
+
+
 def test_is_first_resets_state():
     m = _model()
     b1 = _batch()

@@ -255,7 +255,8 @@ class ConvEncoder2025(nn.Module):
             self.norms.append(make_norm(norm, out))
             c = out
         self.act = make_act(act)
-        self.dout = c * (size[0] >> stages) * (size[1] >> stages)
+        self.out_shape = (c, size[0] >> stages, size[1] >> stages)
+        self.dout = int(math.prod(self.out_shape))
 
     def forward(self, x: Tensor) -> Tensor:
         lead = x.shape[:-3]

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from vawm.report import curves, tables
+from vawm.sweep.spec import SIZE_LAYOUTS
 from vawm.report.runs import (
     Experiment,
     Run,
@@ -280,8 +281,8 @@ def build_report(root: Path, out: Path, reps: int = 5000, seed: int = 0,
             lines = dmc_section(exp, g)
         elif exp.layout == "ablation":
             lines = ablation_section(exp, g, refs)
-        elif exp.layout == "capacity":
-            lines = capacity_section(exp, g, refs, figdir)
+        elif exp.layout in SIZE_LAYOUTS:
+            lines = capacity_section(exp, g, refs, figdir, SIZE_LAYOUTS[exp.layout])
         else:
             lines = [*generic_section(exp, g), "", *generic_stats_section(exp, g, reps, seed)]
         doc += [*lines, ""]

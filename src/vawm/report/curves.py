@@ -205,9 +205,10 @@ def plot_intervals(est: dict[str, dict[str, tuple[float, float, float]]], path: 
 
 def plot_capacity(panels: dict[str, dict[str, list[tuple[int, float, float, int]]]], path: Path,
                   sizes: list[str], labels: dict[str, str], ylabel: str = "final return",
-                  ncols: int = 4) -> Path:
-    """VaR (anon. 2025) Fig. 2a: per task, final return against world-model size, one line per method
-    family (e.g. DreamerV3 and DreamerV3 + Var) with mean ± std over seeds as error bars.
+                  ncols: int = 4, xlabel: str = "world-model size") -> Path:
+    """VaR (anon. 2025) Fig. 2a/2b: per task, final return against world-model (or image) size,
+    one line per method family (e.g. DreamerV3 and DreamerV3 + Var) with mean ± std over seeds
+    as error bars.
 
     panels: title -> family -> [(size index, mean, std, n seeds)]."""
     plt, fig, axes = _panels(len(panels), ncols, 2.6)
@@ -224,4 +225,4 @@ def plot_capacity(panels: dict[str, dict[str, list[tuple[int, float, float, int]
         ax.set_xlim(-0.4, len(sizes) - 0.6)
     handles = [plt.Line2D([], [], color=colors[f], lw=2, marker="o") for f in families]
     return _finish(plt, fig, axes, len(panels), handles, [labels.get(f, f) for f in families],
-                   "world-model size", ylabel, path)
+                   xlabel, ylabel, path)

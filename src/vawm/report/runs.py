@@ -58,13 +58,13 @@ class Cell:
 class Experiment:
     """A group of runs rendered as one section of the report."""
     name: str
-    layout: str                 # atari100k | dmc | ablation | capacity | generic
+    layout: str                 # atari100k | dmc | ablation | capacity | image-size | generic
     runs: list[Run]             # finished and unfinished runs that belong here
     expected: list[Cell]        # every cell that should have a finished run
     methods: list[str]          # column order
     baselines: dict[str, str | None]
     labels: dict[str, str] = field(default_factory=dict)   # display names
-    sizes: dict[str, str] = field(default_factory=dict)    # method -> world-model size (capacity)
+    sizes: dict[str, str] = field(default_factory=dict)    # method -> x of a size study
     families: dict[str, str] = field(default_factory=dict)  # method -> backbone[+objective]
     description: str = ""
     compute: dict = field(default_factory=dict)

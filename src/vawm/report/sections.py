@@ -230,10 +230,11 @@ def ablation_section(exp: Experiment, g: Gathered, refs: dict) -> list[str]:
             "The same runs with their spread over seeds:", "", *generic_section(exp, g)]
 
 
-def capacity_section(exp: Experiment, g: Gathered, refs: dict, figdir: Path | None
-                     ) -> list[str]:
-    """VaR (anon. 2025) Fig. 2a: the ablation table of every (size, method) cell, then final return
-    against world-model size per task, one line per method family (backbone + objective)."""
+def capacity_section(exp: Experiment, g: Gathered, refs: dict, figdir: Path | None,
+                     xlabel: str = "world-model size") -> list[str]:
+    """VaR (anon. 2025) Fig. 2a/2b: the ablation table of every (size, method) cell, then final
+    return against each method's ``size`` (world-model size, 2a; image size, 2b: ``xlabel``) per
+    task, one line per method family (backbone + objective)."""
     out = ablation_section(exp, g, refs)
     sizes = list(dict.fromkeys(exp.sizes[m] for m in exp.methods if m in exp.sizes))
     if figdir is None or not sizes:
@@ -259,12 +260,13 @@ def capacity_section(exp: Experiment, g: Gathered, refs: dict, figdir: Path | No
             panels[split_env(e)[1] if one_suite else e] = per
     if not panels:
         return out
-    path = curves.plot_capacity(panels, figdir / f"{_slug(exp.name)}_capacity.png", sizes,
-                                fam_label)
-    return [*out, "", _img("final return against world-model size (mean ± std over seeds)",
+    path = curves.plot_capacity(panels, figdir / f"{_slug(exp.name)}_{_slug(exp.layout)}.png",
+                                sizes, fam_label, xlabel=xlabel)
+    fig = "2a" if xlabel == "world-model size" else "2b"
+    return [*out, "", _img(f"final return against {xlabel} (mean ± std over seeds)",
                            path, figdir.parent),
-            "", "Final evaluation return against world-model size (VaR, anon. 2025, Fig. 2a): mean ± std "
-                "over the seeds that finished, one line per method family."]
+            "", f"Final evaluation return against {xlabel} (VaR, anon. 2025, Fig. {fig}): "
+                "mean ± std over the seeds that finished, one line per method family."]
 
 
 def generic_section(exp: Experiment, g: Gathered) -> list[str]:

@@ -4,7 +4,7 @@ A sweep file (see ``experiments/*.yaml`` and ``docs/sweeps.md``)::
 
     name: atari100k                 # default: the file's stem
     description: VaR (anon. 2025) Table 1
-    layout: atari100k               # report layout: atari100k | dmc | ablation | capacity | generic
+    layout: atari100k               # report layout: atari100k | dmc | ablation | capacity | image-size | generic
     compute: {cells: 520, ...}      # free-form statement of the expected compute
     defaults: {preset: atari100k, steps: 400000, set: {run.eval_episodes: 10}}
     methods:                        # optional; default: grid.backbone x grid.objective
@@ -32,7 +32,9 @@ from typing import Any
 
 import yaml
 
-LAYOUTS = ("atari100k", "dmc", "ablation", "capacity", "generic")
+LAYOUTS = ("atari100k", "dmc", "ablation", "capacity", "image-size", "generic")
+#: layouts whose x axis is each method's ``size:`` (world-model size; image size in pixels)
+SIZE_LAYOUTS = {"capacity": "world-model size", "image-size": "image size (pixels)"}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 _TOP_KEYS = {"name", "description", "layout", "compute", "defaults", "methods", "grid",
              "overrides", "resources", "max_concurrent", "retries"}
@@ -56,7 +58,7 @@ class Cell:
     seed: int
     baseline: str | None = None
     label: str | None = None    # display name in reports
-    size: str | None = None     # world-model size of a capacity study (layout ``capacity``)
+    size: str | None = None     # x of a size study: world-model size (``capacity``), image size
     preset: str | None = None
     steps: int | None = None
     sets: tuple[tuple[str, str], ...] = ()
@@ -214,11 +216,11 @@ def parse_sweep(data: dict, name: str = "sweep", file: str = "") -> Sweep:
         m.setdefault("baseline", _default_baseline(m, methods))
         if m["baseline"] is not None and m["baseline"] not in names:
             raise SweepError(f"method {m['name']!r}: baseline {m['baseline']!r} is not a method")
-    if layout == "capacity":
+    if layout in SIZE_LAYOUTS:
         unsized = [str(m["name"]) for m in methods if m.get("size") is None]
         if unsized:
-            raise SweepError(f"layout capacity needs a size: on every method (the x axis of the "
-                             f"capacity plot); missing on {', '.join(unsized)}")
+            raise SweepError(f"layout {layout} needs a size: on every method (the x axis, "
+                             f"{SIZE_LAYOUTS[layout]}); missing on {', '.join(unsized)}")
 
     envs = [str(e) for e in _as_list(grid.get("env"), "grid.env")]
     seeds = _as_list(grid.get("seed"), "grid.seed")
