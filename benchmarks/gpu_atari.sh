@@ -8,9 +8,10 @@ set -euo pipefail
 out=${1:-runs/bench/gpu_atari}
 mkdir -p "$out"
 common=(--backbone rssm --preset s --obs-shape 3,64,64 --action-dim 18 --device cuda --updates 20)
-python benchmarks/throughput.py "${common[@]}" --out "$out/fp32.json"
+python benchmarks/throughput.py "${common[@]}" --set run.precision=fp32 --out "$out/fp32.json"
 python benchmarks/throughput.py "${common[@]}" --set run.precision=bf16 --out "$out/bf16.json"
-python benchmarks/throughput.py "${common[@]}" --set run.cuda_graph=true --out "$out/graph_fp32.json"
+python benchmarks/throughput.py "${common[@]}" --set run.cuda_graph=true --set run.precision=fp32 \
+  --out "$out/graph_fp32.json"
 python benchmarks/throughput.py "${common[@]}" --set run.cuda_graph=true --set run.precision=bf16 \
   --out "$out/graph_bf16.json"
 python - "$out" <<'PY'

@@ -119,3 +119,21 @@ def test_twohot_head_reads_bf16_logits_in_full_precision():
     assert torch.equal(low.bins, ref.bins)             # bins are never rounded to bf16
     y = torch.tensor([0.3, 7.0, -120.0, 1500.0])
     assert torch.allclose(low.log_prob(y), ref.log_prob(y), atol=0.05)
+
+
+def test_precision_auto_is_bf16_only_where_it_pays(monkeypatch):
+    """run.precision=auto (the default): bf16 from AUTO_BF16_MIN_UNITS wide on a device with
+    native bf16, fp32 below (the cpu preset's 128 units were slower in bf16) or without it."""
+    import vawm.agent as agent_mod
+    cpu = torch.device("cpu")
+    for native in (True, False):
+        monkeypatch.setattr(agent_mod, "native_bf16", lambda d, n=native: n)
+        assert agent_mod.uses_bf16("auto", 256, cpu) is native
+        assert agent_mod.uses_bf16("auto", 128, cpu) is False
+        assert agent_mod.uses_bf16("bf16", 32, cpu) is True
+        assert agent_mod.uses_bf16("fp32", 1024, cpu) is False
+    monkeypatch.setattr(agent_mod, "native_bf16", lambda d: True)
+    assert build_config("cpu").run.precision == "auto"
+    assert Agent(build_config("tiny"), VECTOR).bf16(cpu) is False          # 32 units
+    xs = build_config("xs", sets=["agent.units=256"])
+    assert Agent(xs, VECTOR).bf16(cpu) is True

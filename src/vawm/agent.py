@@ -41,6 +41,30 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+#: ``run.precision=auto`` autocasts to bf16 from this actor-critic width up (measured on the 2-core
+#: AVX512-BF16 CPU, benchmarks/throughput.py --compare run.precision=bf16: XS, 256 units, 0.71x
+#: the fp32 time; the cpu preset, 128 units, 1.07x; docs/measurements_history.md)
+AUTO_BF16_MIN_UNITS = 256
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 matmuls natively (CUDA with bf16; a CPU with
+    AVX512-BF16 or AMX), not by emulation."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported()
+                                     or torch.cpu._is_amx_tile_supported())
+
+
+def uses_bf16(precision: str, units: int, device: torch.device) -> bool:
+    """``run.precision`` resolved: bf16 / fp32 as asked; auto = bf16 where the device computes
+    it natively and the networks are at least ``AUTO_BF16_MIN_UNITS`` wide (DreamerV3's own
+    code computes in bf16), else fp32."""
+    if precision != "auto":
+        return precision == "bf16"
+    return units >= AUTO_BF16_MIN_UNITS and native_bf16(device)
+
+
 class Agent(torch.nn.Module):
     """World model + objective + actor-critic, and the update that ties them together."""
 
@@ -65,6 +89,7 @@ class Agent(torch.nn.Module):
         self.wm_params = [p for g in groups for p in g["params"]]
         self.wm_opt = Optim(groups, o.kind, o.model_lr, o.model_eps, o.model_clip, o.warmup)
         self.updates = 0
+        self._bf16: dict[str, bool] = {}        # device type -> run.precision resolved
         self.profile = False    # benchmarks: time the world-model step (observe..optimiser)
         if cfg.run.compile:
             compile_hot_modules(self)
@@ -153,14 +178,23 @@ class Agent(torch.nn.Module):
             self.wm.train(was)
 
     def amp(self):
-        """The update's forward passes under ``run.precision=bf16``: bfloat16 autocast on the
-        parameters' device (matmuls and convolutions in bf16; parameters, optimiser state,
-        recurrent states, distributions and losses stay float32). A disabled context at fp32.
+        """The update's forward passes under bfloat16 autocast where :meth:`bf16` says so
+        (``run.precision``), on the parameters' device (matmuls and convolutions in bf16;
+        parameters, optimiser state, recurrent states, distributions and losses stay float32).
+        A disabled context at fp32.
         Acting and evaluation always run in float32."""
-        device = self.wm_params[0].device.type
+        device = self.wm_params[0].device
         # a CUDA-graph capture cannot keep autocast's weight-cast cache (PyTorch's CUDA-graph notes)
-        return torch.autocast(device, torch.bfloat16, enabled=self.cfg.run.precision == "bf16",
+        return torch.autocast(device.type, torch.bfloat16, enabled=self.bf16(device),
                               cache_enabled=self.graphed is None)
+
+    def bf16(self, device: torch.device | None = None) -> bool:
+        """Whether the update autocasts to bf16 on ``device`` (default: the parameters')."""
+        device = device or self.wm_params[0].device
+        if device.type not in self._bf16:
+            units = self.cfg.td.units if self.wm.behaviour == "td" else self.cfg.agent.units
+            self._bf16[device.type] = uses_bf16(self.cfg.run.precision, units, device)
+        return self._bf16[device.type]
 
     @torch.no_grad()
     def act(self, carry, obs: torch.Tensor, prev_action: torch.Tensor, is_first: torch.Tensor,

@@ -53,7 +53,8 @@ class RunConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: NonNeg = 0         # torch CPU threads; 0 = torch default
     compile: bool = False       # torch.compile the small hot modules (nets.layers.compile_hot_modules)
-    precision: Literal["fp32", "bf16"] = "fp32"   # bf16: bfloat16 autocast of the update's forwards
+    # bf16: bfloat16 autocast of the update's forwards; auto: bf16 where it pays (agent.uses_bf16)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     # capture the whole update as a CUDA graph and replay it (vawm.graphs; CUDA, Adam, no warm-up)
     cuda_graph: bool = False
     deterministic: bool = True  # cuDNN deterministic kernels, no autotuning (CPU runs always are)

@@ -258,6 +258,7 @@ class Trainer:
                    "action_repeat": self.repeat, "num_envs": cfg.run.num_envs,
                    "train_ratio": cfg.run.train_ratio,
                    "env_cfg": to_dict(cfg.env_cfg), "device": str(self.device),
+                   "precision": "bf16" if self.agent.bf16(self.device) else "fp32",
                    "versions": versions()}
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         plot_returns(self.run_dir, self.episodes, ev)

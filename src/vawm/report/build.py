@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 
 from vawm.report import curves, tables
-from vawm.sweep.spec import SIZE_LAYOUTS
 from vawm.report.runs import (
     Experiment,
     Run,
@@ -38,6 +37,7 @@ from vawm.report.sections import (
     generic_stats_section,
     missing_notes,
 )
+from vawm.sweep.spec import SIZE_LAYOUTS
 
 N_BINS = 40
 LAYOUT_ORDER = ("atari100k", "dmc", "ablation", "generic")   # VaR (anon. 2025) Tables 1, 2, 3, then others

@@ -4,7 +4,7 @@ A sweep file (see ``experiments/*.yaml`` and ``docs/sweeps.md``)::
 
     name: atari100k                 # default: the file's stem
     description: VaR (anon. 2025) Table 1
-    layout: atari100k               # report layout: atari100k | dmc | ablation | capacity | image-size | generic
+    layout: atari100k               # report layout: atari100k dmc ablation capacity image-size generic
     compute: {cells: 520, ...}      # free-form statement of the expected compute
     defaults: {preset: atari100k, steps: 400000, set: {run.eval_episodes: 10}}
     methods:                        # optional; default: grid.backbone x grid.objective
