@@ -198,7 +198,8 @@ class ActorCritic(nn.Module):
                 cont = (cont > 0.5).to(cont.dtype)
             cont[0] = 1.0 - is_terminal                             # the start state's real flag
             weight = self.loss_weights(cont)
-            value = self.critic(feat).mean                          # [H+1, N]
+            values = self.critic(feat)                              # [H+1, N]
+            value = values.mean
             ret = lambda_returns(imag.reward, cont, value, self.disc, cfg.lam)  # [H, N]
             # ---- actor (eq. 8, 9)
             self.retnorm.update(ret)
@@ -218,7 +219,9 @@ class ActorCritic(nn.Module):
         # ---- critic (eq. 7) with the slow-critic regulariser
         with amp():
             fd = feat[:-1].detach()
-            dist = self.critic(fd)
+            # without dynamics gradients the imagined features carry no gradient, so the value
+            # forward above is the critic's forward on fd: its logits are reused, not recomputed
+            dist = self.critic(fd) if dyn_grad else type(values)(values.logits[:-1], values.bins)
             target = ret.detach()
             with torch.no_grad():
                 if cfg.slow_target == "return":                     # STORM
