@@ -137,3 +137,11 @@ def test_precision_auto_is_bf16_only_where_it_pays(monkeypatch):
     assert Agent(build_config("tiny"), VECTOR).bf16(cpu) is False          # 32 units
     xs = build_config("xs", sets=["agent.units=256"])
     assert Agent(xs, VECTOR).bf16(cpu) is True
+
+
+def test_precision_auto_keeps_the_latent_td_learner_in_fp32(monkeypatch):
+    import vawm.agent as agent_mod
+    monkeypatch.setattr(agent_mod, "native_bf16", lambda d: True)
+    cont = {"obs_kind": "vector", "obs_shape": (5,), "discrete": False, "action_dim": 2}
+    cfg = build_config("tiny", {"backbone": "latent"}, ["td.units=512", "agent.units=512"])
+    assert Agent(cfg, cont).bf16(torch.device("cpu")) is False

@@ -192,7 +192,9 @@ class Agent(torch.nn.Module):
         """Whether the update autocasts to bf16 on ``device`` (default: the parameters')."""
         device = device or self.wm_params[0].device
         if device.type not in self._bf16:
-            units = self.cfg.td.units if self.wm.behaviour == "td" else self.cfg.agent.units
+            # auto's threshold was measured for the imagination agents; the latent backbone's TD
+            # learner (not measured in bf16) stays in fp32 unless run.precision=bf16 asks
+            units = self.cfg.agent.units if self.wm.behaviour == "imagination" else 0
             self._bf16[device.type] = uses_bf16(self.cfg.run.precision, units, device)
         return self._bf16[device.type]
 
