@@ -38,7 +38,7 @@ Batch = dict[str, Tensor]
 class GraphedStep:
     """Replays ``fn(batch) -> dict[str, Tensor]`` from a captured graph per ``phase()``.
 
-    The first ``warmup`` calls run ``fn`` eagerly on a side stream (they are real updates; CUDA
+    The first ``warmup`` calls of each phase run ``fn`` eagerly on a side stream (they are real updates; CUDA
     needs them before capture so that lazily built state — optimiser moments, cuBLAS handles,
     the autograd engine's streams — exists). The next call captures ``fn`` on a copy of its batch
     and every later call copies its batch into the captured buffers and replays. The captured
@@ -53,7 +53,7 @@ class GraphedStep:
         self.fn, self.phase, self.warmup = fn, phase, warmup
         self.cuda = graph_factory is None
         self.graph_factory = graph_factory or torch.cuda.CUDAGraph
-        self.calls = 0
+        self.calls: dict[Hashable, int] = {}       # eager calls per phase
         self.graphs: dict[Hashable, tuple] = {}     # phase -> (graph, static batch, outputs)
 
     def __call__(self, batch: Batch) -> dict[str, Tensor]:
@@ -64,8 +64,8 @@ class GraphedStep:
                 static[k].copy_(v, non_blocking=True)
             graph.replay()
             return out
-        self.calls += 1
-        if self.calls <= self.warmup:
+        self.calls[key] = self.calls.get(key, 0) + 1
+        if self.calls[key] <= self.warmup:
             return self._side(lambda: self.fn(batch))
         static = {k: v.clone() for k, v in batch.items()}
         graph = self.graph_factory()
