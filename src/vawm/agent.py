@@ -41,9 +41,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-#: ``run.precision=auto`` autocasts to bf16 from this actor-critic width up (measured on the 2-core
-#: AVX512-BF16 CPU, benchmarks/throughput.py --compare run.precision=bf16: XS, 256 units, 0.71x
-#: the fp32 time; the cpu preset, 128 units, 1.07x; docs/measurements_history.md)
+#: ``run.precision=auto`` autocasts to bf16 from this actor-critic width up. Measured on the 2-core
+#: AVX512-BF16 CPU (benchmarks/throughput.py --compare run.precision=bf16, 2026-11-30): XS (256
+#: units) 0.43x the fp32 time, the cpu preset (128) 0.74x, smoke (64) 0.99x; 128 would pay too,
+#: but the default job's learning rows were measured in fp32 and must be re-run before it moves
+#: (README, "Speed switches")
 AUTO_BF16_MIN_UNITS = 256
 
 
