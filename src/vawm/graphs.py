@@ -40,12 +40,12 @@ class GraphedStep:
 
     The first ``warmup`` calls of each phase run ``fn`` eagerly on a side stream (they are real
     updates; CUDA needs them before capture so that lazily built state — optimiser moments,
-    cuBLAS handles, the autograd engine's streams — exists). The next call captures ``fn`` on a copy of its batch
-    and every later call copies its batch into the captured buffers and replays. The captured
-    call is itself an update: its result is returned as from any other. Every call of a
-    replayed graph returns the same dict object, overwritten by the replay. A ``graph_factory``
-    other than CUDA's, whose graphs have ``capture(fn, batch) -> outputs`` and ``replay()``,
-    runs the same bookkeeping on CPU (the tests' stand-in).
+    cuBLAS handles, the autograd engine's streams — exists). The next call captures ``fn`` on a
+    copy of its batch and every later call copies its batch into the captured buffers and
+    replays. The captured call is itself an update: its result is returned as from any other.
+    Every call of a replayed graph returns the same dict object, overwritten by the replay. A
+    ``graph_factory`` other than CUDA's, whose graphs have ``capture(fn, batch) -> outputs`` and
+    ``replay()``, runs the same bookkeeping on CPU (the tests' stand-in).
     """
 
     def __init__(self, fn: Callable[[Batch], dict[str, Tensor]], phase: Callable[[], Hashable],
