@@ -15,6 +15,7 @@ import time
 import torch
 
 from vawm.agents.actor_critic import ActorCritic
+from vawm.agents.dreamerv2 import DreamerV2ActorCritic
 from vawm.agents.td import TDLearner
 from vawm.graphs import GraphedStep
 from vawm.nets.layers import compile_hot_modules
@@ -83,13 +84,14 @@ class Agent(torch.nn.Module):
                                   "use a continuous-control env (e.g. dmc:cheetah-run)")
             self.ac = TDLearner(self.wm.feat_dim, self.act_dim, self.discrete, cfg.td, cfg.optim)
         else:
-            self.ac = ActorCritic(self.wm.feat_dim, self.act_dim, self.discrete, cfg.agent,
-                                  cfg.optim)
+            learner = DreamerV2ActorCritic if cfg.agent.recipe == "dreamerv2" else ActorCritic
+            self.ac = learner(self.wm.feat_dim, self.act_dim, self.discrete, cfg.agent, cfg.optim)
         o = cfg.optim
         groups = self.wm.param_groups(o.model_lr)
         groups[-1]["params"] = groups[-1]["params"] + list(self.objective.wm_parameters())
         self.wm_params = [p for g in groups for p in g["params"]]
-        self.wm_opt = Optim(groups, o.kind, o.model_lr, o.model_eps, o.model_clip, o.warmup)
+        self.wm_opt = Optim(groups, o.kind, o.model_lr, o.model_eps, o.model_clip, o.warmup,
+                            o.weight_decay)
         self.updates = 0
         self._bf16: dict[str, bool] = {}        # device type -> run.precision resolved
         self.profile = False    # benchmarks: time the world-model step (observe..optimiser)

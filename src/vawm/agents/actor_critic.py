@@ -23,7 +23,14 @@ from typing import Annotated, Literal
 import torch
 from torch import Tensor, nn
 
-from vawm.nets.dist import BoundedNormal, OneHotPolicy, TwoHotSymlog, twohot_head
+from vawm.nets.dist import (
+    BoundedNormal,
+    MSEHead,
+    OneHotPolicy,
+    TruncNormal,
+    TwoHotSymlog,
+    twohot_head,
+)
 from vawm.nets.layers import MLP
 from vawm.nets.normalize import PercentileScale
 from vawm.nets.optim import Optim, OptimConfig
@@ -80,6 +87,15 @@ class AgentConfig:
     # both, one clip on the joint gradient norm (STORM's code; actor settings: optim.actor_lr)
     opt: Literal["separate", "joint"] = "separate"
     twohot: Literal["symlog", "symexp"] = "symlog"   # critic bins (DreamerV3 2025: symexp-spaced)
+    # ---- DreamerV2 (Hafner et al. 2021, its public code; presets dreamerv2-atari, dreamerv2-dmc)
+    # the behaviour learner: DreamerV3's (this module) | DreamerV2's (agents/dreamerv2.py: target
+    # critic, its lambda-return indexing, no return normalisation)
+    recipe: Literal["dreamerv3", "dreamerv2"] = "dreamerv3"
+    # continuous policy: Normal(tanh mu, std in [min_std, max_std]) (DreamerV3) | truncated to
+    # [-1, 1] with std 2 sigmoid(s / 2) + min_std (DreamerV2's trunc_normal)
+    actor_dist: Literal["normal", "trunc_normal"] = "normal"
+    critic_dist: Literal["twohot", "mse"] = "twohot"   # mse: unit-variance Normal (DreamerV2)
+    target_every: Annotated[int, Min(1)] = 100   # dreamerv2: the target critic copies every k updates
 
 
 def lambda_returns(reward: Tensor, cont: Tensor, value: Tensor, gamma: float, lam: float) -> Tensor:
@@ -100,13 +116,14 @@ def lambda_returns(reward: Tensor, cont: Tensor, value: Tensor, gamma: float, la
 class Critic(nn.Module):
     def __init__(self, din: int, cfg: AgentConfig, bins: int = 255):
         super().__init__()
-        self.net = MLP(din, bins, cfg.layers, cfg.units, cfg.norm, cfg.act,
+        self.mse = cfg.critic_dist == "mse"
+        self.net = MLP(din, 1 if self.mse else bins, cfg.layers, cfg.units, cfg.norm, cfg.act,
                        zero_out=cfg.init == "dreamer")
         self.twohot, b = twohot_head(cfg.twohot, bins)
         self.register_buffer("bins", b, persistent=False)
 
-    def forward(self, feat: Tensor) -> TwoHotSymlog:
-        return self.twohot(self.net(feat), self.bins)
+    def forward(self, feat: Tensor) -> TwoHotSymlog | MSEHead:
+        return MSEHead(self.net(feat)) if self.mse else self.twohot(self.net(feat), self.bins)
 
 
 class Actor(nn.Module):
@@ -120,6 +137,8 @@ class Actor(nn.Module):
         out = self.net(feat)
         if self.discrete:
             return OneHotPolicy(out, self.cfg.actor_unimix)
+        if self.cfg.actor_dist == "trunc_normal":
+            return TruncNormal(out, self.cfg.min_std)
         return BoundedNormal(out, self.cfg.min_std, self.cfg.max_std)
 
 
@@ -144,15 +163,14 @@ class ActorCritic(nn.Module):
         self.repval_grad = cfg.repval_scale > 0 and cfg.repval_grad and \
             self.actor_grad == "reinforce"
         lr_a, lr_c = ocfg.actor_lr, ocfg.critic_lr
+        opt = lambda params, lr: Optim(params, ocfg.kind, lr, ocfg.ac_eps, ocfg.ac_clip,  # noqa: E731
+                                       ocfg.warmup, ocfg.weight_decay)
         if cfg.opt == "joint":                  # STORM: one Adam, one clip over both
             params = list(self.actor.parameters()) + list(self.critic.parameters())
-            self.actor_opt = self.critic_opt = Optim(params, ocfg.kind, lr_a, ocfg.ac_eps,
-                                                     ocfg.ac_clip, ocfg.warmup)
+            self.actor_opt = self.critic_opt = opt(params, lr_a)
         else:
-            self.actor_opt = Optim(list(self.actor.parameters()), ocfg.kind, lr_a, ocfg.ac_eps,
-                                   ocfg.ac_clip, ocfg.warmup)
-            self.critic_opt = Optim(list(self.critic.parameters()), ocfg.kind, lr_c, ocfg.ac_eps,
-                                    ocfg.ac_clip, ocfg.warmup)
+            self.actor_opt = opt(list(self.actor.parameters()), lr_a)
+            self.critic_opt = opt(list(self.critic.parameters()), lr_c)
 
     def value(self, feat: Tensor, slow: bool = False) -> Tensor:
         return (self.slow_critic if slow else self.critic)(feat).mean
@@ -221,7 +239,8 @@ class ActorCritic(nn.Module):
             fd = feat[:-1].detach()
             # without dynamics gradients the imagined features carry no gradient, so the value
             # forward above is the critic's forward on fd: its logits are reused, not recomputed
-            dist = self.critic(fd) if dyn_grad else type(values)(values.logits[:-1], values.bins)
+            dist = self.critic(fd) if dyn_grad or self.critic.mse else \
+                type(values)(values.logits[:-1], values.bins)
             target = ret.detach()
             with torch.no_grad():
                 if cfg.slow_target == "return":                     # STORM

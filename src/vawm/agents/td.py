@@ -148,9 +148,9 @@ class TDLearner(nn.Module):
         self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.actor = MLP(feat_dim, act_dim, cfg.layers, cfg.units, "none", cfg.act)
         self.actor_opt = Optim(list(self.actor.parameters()), ocfg.kind, ocfg.actor_lr,
-                               ocfg.ac_eps, ocfg.ac_clip)
+                               ocfg.ac_eps, ocfg.ac_clip, weight_decay=ocfg.weight_decay)
         self.critic_opt = Optim(list(self.critic.parameters()), ocfg.kind, ocfg.critic_lr,
-                                ocfg.ac_eps, ocfg.ac_clip)
+                                ocfg.ac_eps, ocfg.ac_clip, weight_decay=ocfg.weight_decay)
         self.repval_grad = False
 
     # ------------------------------------------------------------------ views

@@ -234,6 +234,59 @@ class BlockGRU(nn.Module):
         return out.reshape(*lead, -1)
 
 
+class ConvEncoderV2(nn.Module):
+    """DreamerV2's image encoder (Hafner et al. 2021, its public code): 4x4 stride-2 convolutions
+    without padding, channels depth x (1, 2, 4, 8), act after each (no norm in its configs); 64x64
+    -> 31 -> 14 -> 6 -> 2, flattened (2 x 2 x 8 depth). Input [..., C, 64, 64] in [-0.5, 0.5]."""
+
+    def __init__(self, in_ch: int, depth: int = 48, act: str = "elu",
+                 kernels: tuple[int, ...] = (4, 4, 4, 4), size: tuple[int, int] = (64, 64)):
+        super().__init__()
+        if tuple(size) != (64, 64):
+            raise ValueError(f"DreamerV2's CNN (rssm.cnn=v2) needs 64x64 images, not {tuple(size)}; "
+                             "use rssm.cnn=v2023")
+        mods: list[nn.Module] = []
+        ch, side = in_ch, list(size)
+        for i, k in enumerate(kernels):
+            mods += [nn.Conv2d(ch, depth * 2**i, k, 2), make_act(act)]
+            ch, side = depth * 2**i, [(x - k) // 2 + 1 for x in side]
+        self.net = nn.Sequential(*mods)
+        self.out_shape = (ch, *side)
+        self.dout = int(math.prod(self.out_shape))
+
+    def forward(self, x: Tensor) -> Tensor:
+        lead = x.shape[:-3]
+        return self.net(x.reshape(-1, *x.shape[-3:])).reshape(*lead, -1)
+
+
+class ConvDecoderV2(nn.Module):
+    """DreamerV2's image decoder: a dense layer to 32 depth channels at 1x1, then transposed
+    convolutions with kernels (5, 5, 6, 6), stride 2, no padding (1 -> 5 -> 13 -> 30 -> 64),
+    channels depth x (4, 2, 1) and the image's channels last (no act there). Returns the mean
+    [..., C, 64, 64] in [-0.5, 0.5] space (the likelihood is a unit-variance Normal)."""
+
+    def __init__(self, din: int, out_ch: int, depth: int = 48, act: str = "elu",
+                 kernels: tuple[int, ...] = (5, 5, 6, 6)):
+        super().__init__()
+        self.linear = nn.Linear(din, 32 * depth)
+        mods: list[nn.Module] = []
+        ch, n = 32 * depth, len(kernels)
+        for i, k in enumerate(kernels):
+            last = i == n - 1
+            out = out_ch if last else depth * 2 ** (n - i - 2)
+            mods.append(nn.ConvTranspose2d(ch, out, k, 2))
+            if not last:
+                mods.append(make_act(act))
+            ch = out
+        self.net = nn.Sequential(*mods)
+
+    def forward(self, x: Tensor) -> Tensor:
+        lead = x.shape[:-1]
+        y = self.linear(x.reshape(-1, x.shape[-1]))[:, :, None, None]
+        y = full_precision(self.net(y))
+        return y.reshape(*lead, *y.shape[1:])
+
+
 def _norm_channels(norm: nn.Module, x: Tensor) -> Tensor:
     """A norm over the channels of every pixel: [N, C, H, W] (DreamerV3 normalises the last axis)."""
     return norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)

@@ -29,6 +29,9 @@ class OptimConfig:
     model_clip: Pos = 1000.0    # adam: global-norm clip; laprop: AGC factor
     ac_clip: Pos = 100.0
     warmup: Annotated[int, Min(0)] = 0   # linear learning-rate warm-up over this many steps (2025: 1000)
+    # DreamerV2 (Hafner et al. 2021): every parameter times (1 - weight_decay) at each step, after
+    # clipping and before the update (its code's decay: not scaled by the learning rate); 1e-6
+    weight_decay: Annotated[float, Min(0)] = 0.0
 
 
 class LaProp(torch.optim.Optimizer):
@@ -92,7 +95,7 @@ class Optim:
     """
 
     def __init__(self, params: list[nn.Parameter] | list[dict], kind: str, lr: float, eps: float,
-                 clip: float, warmup: int = 0):
+                 clip: float, warmup: int = 0, weight_decay: float = 0.0):
         if params and isinstance(params[0], dict):      # groups: {"params": [...], "lr": lr}
             groups = [{"params": [p for p in g["params"] if p.requires_grad],
                        "lr": g.get("lr", lr)} for g in params]
@@ -101,6 +104,7 @@ class Optim:
         self.params = [p for g in groups for p in g["params"]]
         self.base_lrs = [g["lr"] for g in groups]
         self.kind, self.clip, self.lr, self.warmup = kind, clip, lr, warmup
+        self.weight_decay = weight_decay
         if kind == "adam":
             self.opt: torch.optim.Optimizer = torch.optim.Adam(groups, lr=lr, eps=eps)
         elif kind == "laprop":
@@ -134,6 +138,9 @@ class Optim:
             k = int(st["step"]) if "step" in st else 0
             for g, base in zip(self.opt.param_groups, self.base_lrs, strict=True):
                 g["lr"] = base * min(1.0, (k + 1) / self.warmup)
+        if self.weight_decay > 0:
+            with torch.no_grad():
+                torch._foreach_mul_(self.params, 1.0 - self.weight_decay)
         self.opt.step()
         return norm
 

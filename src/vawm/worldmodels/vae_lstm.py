@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vawm.nets.dist import full_precision, symexp, symlog
+from vawm.nets.dist import full_precision, gaussian_kl, symexp, symlog
 from vawm.nets.layers import MLP, ConvDecoder, ConvEncoder
 from vawm.settings import ConfigError, Min, section
 from vawm.worldmodels.base import Backbone, Observed, register_backbone
@@ -86,13 +86,6 @@ def kl_beta(update: int, start: float = 1.0, end: float = 0.1, anneal: int = 10_
 def std_normal_kl(mean: Tensor, std: Tensor) -> Tensor:
     """KL[N(mean, std^2) || N(0, I)] summed over the last axis: [..., Z] -> [...]."""
     return 0.5 * (mean.pow(2) + std.pow(2) - 1.0 - 2.0 * torch.log(std)).sum(-1)
-
-
-def gaussian_kl(mean_q: Tensor, std_q: Tensor, mean_p: Tensor, std_p: Tensor) -> Tensor:
-    """KL[N(mean_q, std_q^2) || N(mean_p, std_p^2)], diagonal, summed: [..., Z] -> [...]."""
-    var_ratio = (std_q / std_p).pow(2)
-    t = ((mean_q - mean_p) / std_p).pow(2)
-    return 0.5 * (var_ratio + t - 1.0 - torch.log(var_ratio)).sum(-1)
 
 
 def gaussian_nll(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
