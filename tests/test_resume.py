@@ -45,10 +45,18 @@ def _train(*args, env=None):
 LATENT = ("--env", "dmc:cartpole-swingup", "--backbone", "latent", "--set", "td.mpc=true",
           "--set", "latent.dynamics=gaussian", "--set", "env_cfg.action_repeat=1")
 
+# DreamerV2 (its learner's target-critic counter, Gaussian latent, weight decay), tiny sizes
+DV2 = ("--env", "dmc:cartpole-swingup", "--preset", "dreamerv2-dmc", "--set", "env_cfg.action_repeat=1",
+       *[x for kv in ("rssm.deter=32", "rssm.hidden=32", "rssm.units=32", "rssm.layers=1",
+                      "rssm.head_layers=1", "agent.units=32", "agent.layers=1", "agent.horizon=5",
+                      "agent.target_every=7", "run.batch_size=4", "run.batch_length=8",
+                      "run.prefill=50", "run.train_ratio=32", "run.eval_episodes=2")
+         for x in ("--set", kv)])
+
 
 @pytest.mark.slow
-@pytest.mark.parametrize("num_envs,extra", [(1, ()), (4, ()), (1, LATENT)],
-                         ids=["rssm-E1", "rssm-E4", "latent-E1"])
+@pytest.mark.parametrize("num_envs,extra", [(1, ()), (4, ()), (1, LATENT), (1, DV2)],
+                         ids=["rssm-E1", "rssm-E4", "latent-E1", "dreamerv2-E1"])
 def test_kill_and_resume_is_bit_identical(tmp_path, num_envs, extra):
     ref, cut = tmp_path / "ref", tmp_path / "cut"
     args = [*ARGS, "--set", f"run.num_envs={num_envs}", *extra]

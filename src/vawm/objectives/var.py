@@ -32,7 +32,7 @@ from torch import Tensor
 from torch.func import functional_call
 
 from vawm.objectives.base import Context, Contribution, Objective, register_objective
-from vawm.settings import Min, section
+from vawm.settings import ConfigError, Min, section
 from vawm.worldmodels.base import Observed
 
 DIRECTIONS = ("post_prior", "prior_post")
@@ -144,6 +144,13 @@ class ValueAlignment(Objective):
         self.cfg = cfg
         self.beta_dyn = backbone_betas[0] if cfg.beta_dyn is None else cfg.beta_dyn
         self.beta_rep = backbone_betas[1] if cfg.beta_rep is None else cfg.beta_rep
+
+    @classmethod
+    def check(cls, cfg) -> None:
+        if cfg.agent.critic_dist != "twohot":
+            raise ConfigError("--objective var aligns the critic's twohot value distributions; it "
+                              "needs agent.critic_dist=twohot (DreamerV3's critic), not "
+                              f"{cfg.agent.critic_dist!r} (DreamerV2's MSE critic)")
 
     @classmethod
     def from_config(cls, cfg, backbone) -> ValueAlignment:
