@@ -91,7 +91,7 @@ def _graphed(agent: Agent, warmup: int = 2) -> Agent:
 
 
 CASES = [("rssm", "none", "vector"), ("rssm", "none", "image"), ("tssm", "none", "vector"),
-         ("rssm", "var", "continuous")]
+         ("rssm", "var", "continuous"), ("rssm", "gather", "vector")]
 
 
 @pytest.mark.parametrize("backbone,objective,kind", CASES)
@@ -99,6 +99,8 @@ def test_graphed_updates_equal_eager_updates_bit_for_bit(backbone, objective, ki
     """Warm-up, capture and replays train exactly as the eager update does (same batches, same
     RNG), including across var's warm-up phase change (a second capture)."""
     sets = ["var.warmup=4"] if objective == "var" else []
+    if objective == "gather":                     # run.onehot_gather's path under capture
+        objective, sets = "none", ["run.onehot_gather=on"]
     cfg, eager = _agent(backbone, objective, kind, *sets)
     _, graphed = _agent(backbone, objective, kind, *sets)
     _graphed(graphed)
@@ -132,9 +134,11 @@ def test_replays_write_the_batch_into_the_captured_buffers():
     assert calls[1] is calls[2] is calls[3]       # the captured buffers, refilled
 
 
-def test_the_update_synchronises_nowhere():
-    """Run without the stand-in: the eager update (minus its non-finite check) under the guard."""
-    cfg, agent = _agent("rssm", "none", "vector")
+@pytest.mark.parametrize("gather", ["off", "on"])
+def test_the_update_synchronises_nowhere(gather):
+    """Run without the stand-in: the eager update (minus its non-finite check) under the guard
+    (also with run.onehot_gather's gather path and its index cache)."""
+    cfg, agent = _agent("rssm", "none", "vector", f"run.onehot_gather={gather}")
     batch = random_batch(cfg, INFO["vector"])
     agent.train_step(batch)
     agent.graphed = object()              # the graphed path: no eager non-finite check

@@ -145,3 +145,78 @@ def test_precision_auto_keeps_the_latent_td_learner_in_fp32(monkeypatch):
     cont = {"obs_kind": "vector", "obs_shape": (5,), "discrete": False, "action_dim": 2}
     cfg = build_config("tiny", {"backbone": "latent"}, ["td.units=512", "agent.units=512"])
     assert Agent(cfg, cont).bf16(torch.device("cpu")) is False
+
+
+# ---------------------------------------------------------------------------- run.onehot_gather
+def _onehot_input(N, D, S, C, where, seed=0, st=False):
+    """[N, F] with a block of S one-hot groups of C at the start, end or middle of D dense
+    columns; some groups all zero; ``st``: the ones carry straight-through rounding (1 - 2^-24)."""
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, C, (N, S), generator=g)
+    z = torch.nn.functional.one_hot(idx, C).float()
+    z[torch.rand(N, S, generator=g) < 0.2] = 0.0                   # all-zero groups
+    if st:
+        p = torch.rand(N, S, C, generator=g).softmax(-1)
+        z = z + p - p                                              # 1 -> 1 +- ulp, as ST samples
+    z = z.reshape(N, S * C)
+    dense = torch.randn(N, D, generator=g)
+    parts = {"end": [dense, z], "start": [z, dense], "middle": [dense[:, :2], z, dense[:, 2:]]}
+    off = {"end": D, "start": 0, "middle": 2}[where]
+    return torch.cat(parts[where], -1), (off, S, C)
+
+
+@pytest.mark.parametrize("where", ["end", "start", "middle"])
+@pytest.mark.parametrize("st", [False, True])
+def test_onehot_linear_equals_linear_and_its_weight_gradient(where, st):
+    from vawm.nets.layers import clear_onehot_cache, onehot_linear
+    x, layout = _onehot_input(64, 5, 4, 6, where, st=st)
+    lin = torch.nn.Linear(x.shape[1], 7)
+    clear_onehot_cache()
+    y = onehot_linear(x, lin, layout)
+    torch.testing.assert_close(y, lin(x))
+    (g_gather,) = torch.autograd.grad((y * y).sum(), lin.weight)
+    (g_dense,) = torch.autograd.grad((lin(x) ** 2).sum(), lin.weight)
+    torch.testing.assert_close(g_gather, g_dense)
+
+
+def test_onehot_index_cache_reuses_prefixes_and_sees_changes():
+    from vawm.nets.layers import clear_onehot_cache, onehot_linear
+    x, layout = _onehot_input(40, 5, 4, 6, "end")
+    lin = torch.nn.Linear(x.shape[1], 3)
+    clear_onehot_cache()
+    torch.testing.assert_close(onehot_linear(x, lin, layout), lin(x))
+    torch.testing.assert_close(onehot_linear(x[:25], lin, layout), lin(x[:25]))   # a row prefix
+    x[:, 5:] = x[:, 5:].roll(1, 0)                                 # in place: a new version
+    torch.testing.assert_close(onehot_linear(x, lin, layout), lin(x))
+    y, _ = _onehot_input(40, 5, 4, 6, "end", seed=1)                # another tensor
+    torch.testing.assert_close(onehot_linear(y, lin, layout), lin(y))
+    torch.testing.assert_close(onehot_linear(y[5:], lin, layout), lin(y[5:]))     # not a prefix
+
+
+@pytest.mark.parametrize("backbone", ["rssm", "tssm"])
+def test_onehot_gather_trains_like_the_dense_layers(backbone):
+    """Three updates with run.onehot_gather=on end where the dense layers end (float rounding):
+    the heads, actor, critics and (rssm) the imagination's input layer take the gather path."""
+    from vawm.agent import Agent
+    info = {"obs_kind": "vector", "obs_shape": (4,), "discrete": True, "action_dim": 2}
+    out = {}
+    for mode in ("off", "on"):
+        cfg = build_config("tiny", {"backbone": backbone},
+                           [f"run.onehot_gather={mode}", "agent.init=torch"])
+        torch.manual_seed(0)
+        agent = Agent(cfg, info)
+        assert (agent.ac.critic.net.onehot is not None) == (mode == "on")
+        torch.manual_seed(1)
+        for k in range(3):
+            agent.train_step(random_batch(cfg, info, seed=k))
+        out[mode] = [p.detach().clone() for p in agent.parameters()]
+    for a, b in zip(out["off"], out["on"], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_onehot_gather_auto_threshold():
+    from vawm.agent import AUTO_GATHER_MIN_WIDTH, uses_onehot_gather
+    assert AUTO_GATHER_MIN_WIDTH == 1024
+    assert uses_onehot_gather("auto", (256, 32, 32)) and not uses_onehot_gather("auto", (128, 16, 16))
+    assert uses_onehot_gather("on", (128, 16, 16)) and not uses_onehot_gather("off", (256, 32, 32))
+    assert not uses_onehot_gather("on", None)

@@ -18,7 +18,7 @@ from vawm.agents.actor_critic import ActorCritic
 from vawm.agents.dreamerv2 import DreamerV2ActorCritic
 from vawm.agents.td import TDLearner
 from vawm.graphs import GraphedStep
-from vawm.nets.layers import compile_hot_modules
+from vawm.nets.layers import MLP, clear_onehot_cache, compile_hot_modules
 from vawm.nets.optim import Optim
 from vawm.objectives import Context, build_objective
 from vawm.settings import ConfigError
@@ -68,6 +68,16 @@ def uses_bf16(precision: str, units: int, device: torch.device) -> bool:
     return units >= AUTO_BF16_MIN_UNITS and native_bf16(device)
 
 
+AUTO_GATHER_MIN_WIDTH = 1024    # run.onehot_gather=auto: the one-hot block's S*C from here
+
+
+def uses_onehot_gather(setting: str, layout: tuple[int, int, int] | None) -> bool:
+    """Whether ``run.onehot_gather`` (auto | on | off) gathers for a backbone's one-hot layout."""
+    if layout is None or setting == "off":
+        return False
+    return setting == "on" or layout[1] * layout[2] >= AUTO_GATHER_MIN_WIDTH
+
+
 class Agent(torch.nn.Module):
     """World model + objective + actor-critic, and the update that ties them together."""
 
@@ -95,6 +105,8 @@ class Agent(torch.nn.Module):
         self.updates = 0
         self._bf16: dict[str, bool] = {}        # device type -> run.precision resolved
         self.profile = False    # benchmarks: time the world-model step (observe..optimiser)
+        if uses_onehot_gather(cfg.run.onehot_gather, self.wm.onehot_layout):
+            self._gather_onehot(self.wm.onehot_layout)
         if cfg.run.compile:
             compile_hot_modules(self)
         self.graphed: GraphedStep | None = None
@@ -102,6 +114,20 @@ class Agent(torch.nn.Module):
             for opt in self.optimisers():               # step counts on the device
                 opt.capturable()
             self.graphed = GraphedStep(self.update_tensors, lambda: self.objective.phase(self.updates))
+
+    def _gather_onehot(self, layout: tuple[int, int, int]) -> None:
+        """``run.onehot_gather``: the MLPs that read the backbone's features (reward, continuation,
+        actor, critic, slow critic) gather the one-hot block's weight rows for inputs that need no
+        gradient; rssm's sequence-model input layer does the same in imagination."""
+        heads = [getattr(self.wm, "reward_head", None), getattr(self.wm, "cont_head", None)]
+        for m in self.ac.modules():
+            if isinstance(m, MLP) and m.body and m.body[0].linear.in_features == self.wm.feat_dim:
+                heads.append(m)
+        for m in heads:
+            if isinstance(m, MLP) and m.body and m.body[0].linear.in_features == self.wm.feat_dim:
+                m.onehot = layout
+        if hasattr(self.wm, "onehot_core") and self.cfg.rssm.dyn_input == "joint":
+            self.wm.onehot_core = True
 
     def optimisers(self) -> list[Optim]:
         return list(dict.fromkeys([self.wm_opt, self.ac.actor_opt, self.ac.critic_opt]))
@@ -169,6 +195,7 @@ class Agent(torch.nn.Module):
         if joint:
             metrics["wm/gradnorm"] = self.wm_opt.step()
             self.wm.after_update()
+        clear_onehot_cache()                # release the imagined features it holds
         return {k: torch.as_tensor(v) for k, v in metrics.items()}
 
     @torch.no_grad()

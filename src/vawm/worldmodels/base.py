@@ -71,6 +71,9 @@ class Backbone(nn.Module):
     #: whether its observe/loss/imagine can be captured in a CUDA graph (``run.cuda_graph``; see
     #: ``vawm.graphs``): no host synchronisation and no dependence on the update count
     graph_safe: bool = False
+    #: (offset, S, C) of the one-hot latent block in the features (categorical latents), or None:
+    #: ``run.onehot_gather`` lets the behaviour learner's heads gather their weight rows there
+    onehot_layout: tuple[int, int, int] | None = None
 
     @classmethod
     def from_config(cls, cfg, info: dict) -> Backbone:

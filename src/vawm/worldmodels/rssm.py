@@ -51,6 +51,7 @@ from vawm.nets.layers import (
     conv_stages,
     make_act,
     make_norm,
+    onehot_linear,
 )
 from vawm.settings import ConfigError, Min, Range, section
 from vawm.worldmodels.base import Backbone, Observed, register_backbone
@@ -144,6 +145,8 @@ class RSSM(Backbone):
         self.feat_dim = D + S * C
         self.latent_slice = slice(D, D + S * C)                    # feat = [h, z]
         stats = 2 * S if self.gaussian else S * C                  # mean and std | logits
+        self.onehot_layout = None if self.gaussian else (D, S, C)
+        self.onehot_core = False        # run.onehot_gather: img_in gathers on a no-grad one-hot z
         n, a = cfg.norm, cfg.act
         if image and cfg.cnn == "v2025":
             st = conv_stages(obs_shape[1:], 4)
@@ -266,6 +269,9 @@ class RSSM(Backbone):
         if self.cfg.dyn_input == "split":        # 2025: three embeddings
             x = torch.cat([m(v) for m, v in zip(self.dyn_in, (deter, stoch.flatten(-2), action),
                                                  strict=True)], -1)
+        elif self.onehot_core and not stoch.requires_grad:      # [z, a]: z one-hot, no grad
+            x, m = torch.cat([stoch.flatten(-2), action], -1), self.img_in
+            x = m.act(m.norm(onehot_linear(x, m.linear, (0, *self.zshape))))
         else:
             x = self.img_in(torch.cat([stoch.flatten(-2), action], -1))
         return self.gru(x, deter)

@@ -141,6 +141,7 @@ class TSSM(Backbone):
         self.zdim = S * C
         self.feat_dim = self.zdim + D                      # s = [z, h] (STORM's agent input)
         self.latent_slice = slice(0, self.zdim)
+        self.onehot_layout = (0, S, C)                     # z: straight-through one-hot samples
         if image:
             size = tuple(obs_shape[1:])
             stages = conv_stages(size, cfg.cnn_stages)
