@@ -94,11 +94,9 @@ def _onehot_index(x2: Tensor, off: int, S: int, C: int) -> tuple[Tensor, Tensor]
                 and N <= t.shape[0]):
             return flat[:N], vals[:N]
     zg = x2[:, off:off + S * C].unflatten(-1, (S, C))                # a view: no copy
-    vals = zg.sum(-1)                                                 # the nonzero (1 | 0)
-    # its class, exact for one-hot or all-zero groups (rounded: a straight-through sample's 1 can
-    # be 1 - 2^-24); several times cheaper than argmax over the C classes
-    cls = torch.round((zg * torch.arange(C, device=x2.device, dtype=x2.dtype)).sum(-1))
-    flat = cls.long() + torch.arange(S, device=x2.device) * C
+    cls = zg.argmax(-1)                                               # the nonzero's class
+    vals = zg.gather(-1, cls[..., None]).squeeze(-1)                  # its value (1 | 0)
+    flat = cls + torch.arange(S, device=x2.device) * C
     _ONEHOT_CACHE[:] = [(x2, (off, S, C, x2.stride(), x2.storage_offset(), x2._version, x2.dtype),
                          flat, vals)]
     return flat, vals
@@ -124,9 +122,14 @@ def onehot_linear(x: Tensor, linear: nn.Linear, onehot: tuple[int, int, int]) ->
     else:
         rest = torch.cat([x2[:, :off], x2[:, end:]], -1)
         w_rest = torch.cat([W[:, :off], W[:, end:]], -1)
-    y = F.linear(rest, w_rest, linear.bias)
     flat, vals = _onehot_index(x2, off, S, C)
-    y = y + _OneHotMatmul.apply(x2[:, off:end], W[:, off:end], flat, vals.to(W.dtype)).to(y.dtype)
+    g = _OneHotMatmul.apply(x2[:, off:end], W[:, off:end], flat, vals.to(W.dtype))
+    if linear.bias is not None:
+        g = g + linear.bias
+    if torch.is_autocast_enabled(x.device.type):     # autocast casts F.linear's operands
+        y = F.linear(rest, w_rest) + g
+    else:       # the dense columns' product accumulated onto the gathered rows by one GEMM
+        y = torch.addmm(g, rest, w_rest.t())
     return y.reshape(*lead, -1)
 
 
