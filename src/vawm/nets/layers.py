@@ -128,8 +128,8 @@ def onehot_linear(x: Tensor, linear: nn.Linear, onehot: tuple[int, int, int]) ->
         g = g + linear.bias
     if torch.is_autocast_enabled(x.device.type):     # autocast casts F.linear's operands
         y = F.linear(rest, w_rest) + g
-    else:       # the dense columns' product accumulated onto the gathered rows by one GEMM
-        y = torch.addmm(g, rest, w_rest.t())
+    else:       # the dense columns' product accumulated onto the gathered rows in place
+        y = g.addmm_(rest, w_rest.t())
     return y.reshape(*lead, -1)
 
 
