@@ -358,7 +358,7 @@ class RSSM(Backbone):
             recon = (self.decoder(feat) - target).pow(2).sum((-3, -2, -1))
         else:
             recon = (self.decoder(feat) - self._vec(obs)).pow(2).sum(-1)
-        r = batch["reward"].float()
+        r = batch["reward"]
         reward = -self.reward_dist(feat).log_prob(torch.tanh(r) if self.cfg.reward_transform ==
                                                   "tanh" else r)
         cont_target = self.cfg.cont_target * (1.0 - batch["is_terminal"].float())
@@ -379,8 +379,10 @@ class RSSM(Backbone):
         rep = clip(w * t["rep"], c.free_nats)
         total = c.beta_pred * w * pred + c.beta_dyn * dyn + c.beta_rep * rep
         metrics = {f"wm/loss_{k}": v.detach().mean() for k, v in t.items()}
-        metrics["wm/post_ent"] = self._entropy(obs.extras["post"]).mean().detach()
-        metrics["wm/prior_ent"] = self._entropy(obs.extras["prior"]).mean().detach()
+        post = obs.extras.get("post", obs.post_logits)             # an Observed built elsewhere
+        prior = obs.extras.get("prior", obs.prior_logits)          # may carry the logits only
+        metrics["wm/post_ent"] = self._entropy(post).mean().detach()
+        metrics["wm/prior_ent"] = self._entropy(prior).mean().detach()
         return total.mean(), metrics
 
     # ------------------------------------------------------------------ imagination / acting
