@@ -175,3 +175,27 @@ def test_v2025_three_optimisers_are_its_one_optimiser():
         one.step()
     for p, q in zip([p for ps in parts for p in ps], union, strict=True):
         assert torch.equal(p, q)
+
+
+def test_cont_terminal_weight_scales_terminal_steps_only():
+    """rssm.cont_terminal_weight=w: the continuation BCE of terminal steps times w, others as
+    they were (by hand from the head's probability)."""
+    from vawm.replay import random_batch
+    from vawm.worldmodels import build_backbone
+    info = {"obs_kind": "vector", "obs_shape": (4,), "discrete": True, "action_dim": 2}
+    terms = {}
+    for w in (1.0, 7.0):
+        cfg = build_config("tiny", None, [f"rssm.cont_terminal_weight={w}"])
+        torch.manual_seed(0)
+        wm = build_backbone(cfg, info)
+        batch = random_batch(cfg, info, seed=3, p_term=0.3)
+        obs = wm.observe(batch)
+        terms[w] = obs.terms["cont"].detach()
+        p = torch.sigmoid(wm.cont_head(obs.post).squeeze(-1)).detach()
+        term = batch["is_terminal"].bool()
+        bce = -torch.where(term, torch.log(1 - p), torch.log(p))
+        torch.testing.assert_close(terms[w], bce * torch.where(term, w, 1.0), rtol=1e-4, atol=1e-5)
+    term = batch["is_terminal"].bool()
+    assert term.any() and (~term).any()
+    torch.testing.assert_close(terms[7.0][term], 7 * terms[1.0][term])
+    torch.testing.assert_close(terms[7.0][~term], terms[1.0][~term])

@@ -102,6 +102,10 @@ class RSSMConfig:
     recon_scale: Annotated[float, Min(0)] = 1.0
     reward_scale: Annotated[float, Min(0)] = 1.0
     cont_scale: Annotated[float, Min(0)] = 1.0
+    # the continuation loss of terminal steps times this (ours, not DreamerV3's: terminals are rare,
+    # 1 in ~250 CartPole steps, and the head learns to predict "continue" everywhere; see
+    # docs/default_job.md)
+    cont_terminal_weight: Annotated[float, Min(0)] = 1.0
     # ---- DreamerV2 (Hafner et al. 2021, its public code; presets dreamerv2-atari, dreamerv2-dmc)
     # z_t: stoch x classes categoricals | a stoch-dim diagonal Gaussian, std = 2 sigmoid(x / 2) +
     # min_std (its ``sigmoid2``), rollouts by the reparameterisation trick
@@ -367,6 +371,9 @@ class RSSM(Backbone):
         else:
             cont = F.binary_cross_entropy_with_logits(self.cont_head(feat).squeeze(-1),
                                                       cont_target, reduction="none")
+            if self.cfg.cont_terminal_weight != 1.0:
+                cont = cont * (1.0 + (self.cfg.cont_terminal_weight - 1.0)
+                               * batch["is_terminal"].to(cont.dtype))
         dyn, rep = self._kl(post_logits, prior_logits)
         return {"recon": recon, "reward": reward, "cont": cont, "dyn": dyn, "rep": rep}
 
