@@ -36,7 +36,7 @@ from vawm.nets.normalize import PercentileScale
 from vawm.nets.optim import Optim, OptimConfig
 from vawm.settings import Min, Range, section
 from vawm.state import tree_map
-from vawm.worldmodels.base import Backbone, Observed
+from vawm.worldmodels.base import Backbone, Imagined, Observed
 
 Unit = Annotated[float, Range(0, 1)]
 NonNeg = Annotated[float, Min(0)]
@@ -200,20 +200,10 @@ class ActorCritic(nn.Module):
         """One actor and one critic update in imagination; ``amp()`` wraps the forward passes
         (the agent's bf16 autocast under ``run.precision=bf16``), backward passes run outside."""
         cfg = self.cfg
-        start = obs.start
-        is_terminal = batch["is_terminal"].reshape(-1).float()
-        if cfg.imag_starts and cfg.imag_starts < is_terminal.shape[0]:
-            idx = torch.randperm(is_terminal.shape[0], device=is_terminal.device)[: cfg.imag_starts]
-            start = tree_map(lambda t: t[idx], start)
-            is_terminal = is_terminal[idx]
         dyn_grad = self.actor_grad == "dynamics"
         with amp():
-            with torch.enable_grad() if dyn_grad else torch.no_grad():
-                    imag = wm.imagine(start, self._imagine_policy, cfg.horizon)
+            imag, cont, is_terminal = self.imagine(wm, obs, batch)
             feat = imag.feat                                        # [H+1, N, F]
-            cont = imag.cont.clone()
-            if cfg.imag_cont == "mode":                             # Bernoulli mode
-                cont = (cont > 0.5).to(cont.dtype)
             cont[0] = 1.0 - is_terminal                             # the start state's real flag
             weight = self.loss_weights(cont)
             values = self.critic(feat)                              # [H+1, N]
@@ -268,6 +258,26 @@ class ActorCritic(nn.Module):
             "agent/adv_std": adv.std().detach(), "agent/actor_gradnorm": actor_gn,
             "agent/critic_gradnorm": critic_gn, "agent/imag_reward": imag.reward[1:].mean().detach(),
         }
+
+    def imagine(self, wm: Backbone, obs: Observed, batch: dict[str, Tensor]
+                ) -> tuple[Imagined, Tensor, Tensor]:
+        """Imagine ``horizon`` steps from the observed states (``imag_starts`` of them at random
+        when set; with the dynamics' gradient under ``actor_grad=dynamics``). Returns the rollout,
+        its continuation (a copy; Bernoulli mode under ``imag_cont=mode``) and the starts' real
+        terminal flags."""
+        cfg = self.cfg
+        start = obs.start
+        is_terminal = batch["is_terminal"].reshape(-1).float()
+        if cfg.imag_starts and cfg.imag_starts < is_terminal.shape[0]:
+            idx = torch.randperm(is_terminal.shape[0], device=is_terminal.device)[: cfg.imag_starts]
+            start = tree_map(lambda t: t[idx], start)
+            is_terminal = is_terminal[idx]
+        with torch.enable_grad() if self.actor_grad == "dynamics" else torch.no_grad():
+            imag = wm.imagine(start, self._imagine_policy, cfg.horizon)
+        cont = imag.cont.clone()
+        if cfg.imag_cont == "mode":                                 # Bernoulli mode
+            cont = (cont > 0.5).to(cont.dtype)
+        return imag, cont, is_terminal
 
     def _imagine_policy(self, feat: Tensor) -> Tensor:
         """Imagined actions: reparameterised samples (continuous ones in the action box)."""

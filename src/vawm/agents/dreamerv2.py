@@ -26,7 +26,6 @@ import torch
 from torch import Tensor
 
 from vawm.agents.actor_critic import ActorCritic, lambda_returns
-from vawm.state import tree_map
 from vawm.worldmodels.base import Backbone, Observed
 
 
@@ -60,20 +59,10 @@ class DreamerV2ActorCritic(ActorCritic):
     def train_step(self, wm: Backbone, obs: Observed, batch: dict[str, Tensor],
                    amp=contextlib.nullcontext) -> dict[str, Tensor]:
         cfg = self.cfg
-        start = obs.start
-        is_terminal = batch["is_terminal"].reshape(-1).float()
-        if cfg.imag_starts and cfg.imag_starts < is_terminal.shape[0]:
-            idx = torch.randperm(is_terminal.shape[0], device=is_terminal.device)[: cfg.imag_starts]
-            start = tree_map(lambda t: t[idx], start)
-            is_terminal = is_terminal[idx]
         dyn_grad = self.actor_grad == "dynamics"
         with amp():
-            with torch.enable_grad() if dyn_grad else torch.no_grad():
-                imag = wm.imagine(start, self._imagine_policy, cfg.horizon)
+            imag, cont, is_terminal = self.imagine(wm, obs, batch)
             feat = imag.feat                                        # [H+1, N, F]
-            cont = imag.cont.clone()
-            if cfg.imag_cont == "mode":
-                cont = (cont > 0.5).to(cont.dtype)
             disc = self.disc * cont                                 # the head carries gamma
             disc[0] = cfg.gamma * (1.0 - is_terminal)               # the replayed start's flag
             weight = torch.cumprod(torch.cat([torch.ones_like(disc[:1]), disc[:-1]]), 0).detach()
