@@ -221,9 +221,7 @@ class ActorCritic(nn.Module):
                 actor_obj = pol.log_prob(imag.action[:-1].detach()) * adv.detach()
             actor_loss = -(weight[:-1] * (actor_obj + cfg.actor_ent * ent)).mean() * cfg.actor_scale
         if cfg.opt == "separate":
-            self.actor_opt.zero_grad()
-            actor_loss.backward()
-            actor_gn = self.actor_opt.step()
+            actor_gn = self.descend(self.actor_opt, actor_loss)
         # ---- critic (eq. 7) with the slow-critic regulariser
         with amp():
             fd = feat[:-1].detach()
@@ -243,13 +241,9 @@ class ActorCritic(nn.Module):
             if cfg.repval_scale > 0:
                 critic_loss = critic_loss + cfg.repval_scale * self._repval_loss(obs, batch, ret)
         if cfg.opt == "joint":                  # one loss, one step (STORM)
-            self.critic_opt.zero_grad()
-            (actor_loss + critic_loss).backward()
-            actor_gn = critic_gn = self.critic_opt.step()
+            actor_gn = critic_gn = self.descend(self.critic_opt, actor_loss + critic_loss)
         else:
-            self.critic_opt.zero_grad()
-            critic_loss.backward()
-            critic_gn = self.critic_opt.step()
+            critic_gn = self.descend(self.critic_opt, critic_loss)
         self.update_slow()
         return {
             "agent/actor_loss": actor_loss.detach(), "agent/critic_loss": critic_loss.detach(),
@@ -258,6 +252,13 @@ class ActorCritic(nn.Module):
             "agent/adv_std": adv.std().detach(), "agent/actor_gradnorm": actor_gn,
             "agent/critic_gradnorm": critic_gn, "agent/imag_reward": imag.reward[1:].mean().detach(),
         }
+
+    @staticmethod
+    def descend(opt: Optim, loss: Tensor) -> Tensor:
+        """One optimiser step on ``loss``; returns the gradient norm before clipping."""
+        opt.zero_grad()
+        loss.backward()
+        return opt.step()
 
     def imagine(self, wm: Backbone, obs: Observed, batch: dict[str, Tensor]
                 ) -> tuple[Imagined, Tensor, Tensor]:

@@ -76,15 +76,11 @@ class DreamerV2ActorCritic(ActorCritic):
                 adv = (ret[1:] - value[:-2]).detach()
                 actor_obj = pol.log_prob(imag.action[:-2].detach()) * adv
             actor_loss = -(weight[:-2] * (actor_obj + cfg.actor_ent * ent)).mean() * cfg.actor_scale
-        self.actor_opt.zero_grad()
-        actor_loss.backward()
-        actor_gn = self.actor_opt.step()
+        actor_gn = self.descend(self.actor_opt, actor_loss)
         with amp():
             dist = self.critic(feat[:-1].detach())
             critic_loss = -(weight[:-1] * dist.log_prob(ret.detach())).mean() * cfg.critic_scale
-        self.critic_opt.zero_grad()
-        critic_loss.backward()
-        critic_gn = self.critic_opt.step()
+        critic_gn = self.descend(self.critic_opt, critic_loss)
         self.update_slow()
         return {
             "agent/actor_loss": actor_loss.detach(), "agent/critic_loss": critic_loss.detach(),
