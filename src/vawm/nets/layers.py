@@ -65,10 +65,10 @@ class _OneHotMatmul(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z: Tensor, weight: Tensor, flat: Tensor, vals: Tensor) -> Tensor:
-        w = weight.t().contiguous()
+        w = weight.t().contiguous().to(z.dtype)
         ctx.save_for_backward(z)
         ctx.weight_dtype = weight.dtype
-        return F.embedding_bag(flat, w.to(z.dtype), mode="sum", per_sample_weights=vals)
+        return F.embedding_bag(flat, w, mode="sum", per_sample_weights=vals.to(w.dtype))
 
     @staticmethod
     def backward(ctx, grad: Tensor):
