@@ -220,3 +220,15 @@ def test_onehot_gather_auto_threshold():
     assert uses_onehot_gather("auto", (256, 32, 32)) and not uses_onehot_gather("auto", (128, 16, 16))
     assert uses_onehot_gather("on", (128, 16, 16)) and not uses_onehot_gather("off", (256, 32, 32))
     assert not uses_onehot_gather("on", None)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_onehot_linear_in_other_dtypes(dtype):
+    from vawm.nets.layers import clear_onehot_cache, onehot_linear
+    x, layout = _onehot_input(32, 5, 4, 6, "end")
+    lin = torch.nn.Linear(x.shape[1], 7).to(dtype)
+    clear_onehot_cache()
+    y = onehot_linear(x.to(dtype), lin, layout)
+    assert y.dtype == dtype
+    tol = {"rtol": 2e-2, "atol": 2e-2} if dtype == torch.bfloat16 else {}
+    torch.testing.assert_close(y, lin(x.to(dtype)), **tol)
