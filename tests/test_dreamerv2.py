@@ -11,8 +11,8 @@ from torch import distributions as D
 from vawm.agent import Agent
 from vawm.agents.dreamerv2 import DreamerV2ActorCritic, dreamerv2_returns
 from vawm.config import ConfigError, build_config
+from vawm.nets.conv import ConvDecoderV2, ConvEncoderV2
 from vawm.nets.dist import MSEHead, TruncNormal, free_bits_mean, gaussian_kl
-from vawm.nets.layers import ConvDecoderV2, ConvEncoderV2
 from vawm.nets.optim import Optim
 from vawm.replay import random_batch
 from vawm.worldmodels import build_backbone

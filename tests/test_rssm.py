@@ -131,7 +131,7 @@ def test_v2025_continuation_carries_the_discount():
 def test_v2025_cnn():
     """DreamerV3 2025's CNN: 5x5 convs + 2x2 max-pool with channels depth x (2, 3, 4, 4), a
     block-linear spatial decoder input, sigmoid outputs; images round trip in shape and range."""
-    from vawm.nets.layers import ConvDecoder2025, ConvEncoder2025
+    from vawm.nets.conv import ConvDecoder2025, ConvEncoder2025
     cfg = build_config("tiny2025", sets=["rssm.cnn_depth=4"]).rssm
     assert cfg.cnn == "v2025"
     m = RSSM(cfg, (3, 64, 64), 2, True)

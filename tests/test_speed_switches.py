@@ -168,7 +168,7 @@ def _onehot_input(N, D, S, C, where, seed=0, st=False):
 @pytest.mark.parametrize("where", ["end", "start", "middle"])
 @pytest.mark.parametrize("st", [False, True])
 def test_onehot_linear_equals_linear_and_its_weight_gradient(where, st):
-    from vawm.nets.layers import clear_onehot_cache, onehot_linear
+    from vawm.nets.onehot import clear_onehot_cache, onehot_linear
     x, layout = _onehot_input(64, 5, 4, 6, where, st=st)
     lin = torch.nn.Linear(x.shape[1], 7)
     clear_onehot_cache()
@@ -180,7 +180,7 @@ def test_onehot_linear_equals_linear_and_its_weight_gradient(where, st):
 
 
 def test_onehot_index_cache_reuses_prefixes_and_sees_changes():
-    from vawm.nets.layers import clear_onehot_cache, onehot_linear
+    from vawm.nets.onehot import clear_onehot_cache, onehot_linear
     x, layout = _onehot_input(40, 5, 4, 6, "end")
     lin = torch.nn.Linear(x.shape[1], 3)
     clear_onehot_cache()
@@ -224,7 +224,7 @@ def test_onehot_gather_auto_threshold():
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
 def test_onehot_linear_in_other_dtypes(dtype):
-    from vawm.nets.layers import clear_onehot_cache, onehot_linear
+    from vawm.nets.onehot import clear_onehot_cache, onehot_linear
     x, layout = _onehot_input(32, 5, 4, 6, "end")
     lin = torch.nn.Linear(x.shape[1], 7).to(dtype)
     clear_onehot_cache()

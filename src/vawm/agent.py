@@ -18,7 +18,8 @@ from vawm.agents.actor_critic import ActorCritic
 from vawm.agents.dreamerv2 import DreamerV2ActorCritic
 from vawm.agents.td import TDLearner
 from vawm.graphs import GraphedStep
-from vawm.nets.layers import MLP, clear_onehot_cache, compile_hot_modules
+from vawm.nets.layers import MLP, compile_hot_modules
+from vawm.nets.onehot import clear_onehot_cache
 from vawm.nets.optim import Optim
 from vawm.objectives import Context, build_objective
 from vawm.settings import ConfigError

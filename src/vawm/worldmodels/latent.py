@@ -36,7 +36,8 @@ from typing import Annotated, Literal
 import torch
 from torch import Tensor, nn
 
-from vawm.nets.layers import MLP, ConvEncoder, conv_stages
+from vawm.nets.conv import ConvEncoder, conv_stages
+from vawm.nets.layers import MLP
 from vawm.settings import ConfigError, Min, section
 from vawm.worldmodels.base import Backbone, Imagined, Observed, register_backbone
 

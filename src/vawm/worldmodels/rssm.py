@@ -22,6 +22,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vawm.nets.conv import (
+    ConvDecoder,
+    ConvDecoder2025,
+    ConvDecoderV2,
+    ConvEncoder,
+    ConvEncoder2025,
+    ConvEncoderV2,
+    conv_stages,
+)
 from vawm.nets.dist import (
     MSEHead,
     TwoHotSymlog,
@@ -37,22 +46,8 @@ from vawm.nets.dist import (
     twohot_head,
     unimix_logits,
 )
-from vawm.nets.layers import (
-    MLP,
-    BlockGRU,
-    ConvDecoder,
-    ConvDecoder2025,
-    ConvDecoderV2,
-    ConvEncoder,
-    ConvEncoder2025,
-    ConvEncoderV2,
-    LayerNormGRU,
-    NormDense,
-    conv_stages,
-    make_act,
-    make_norm,
-    onehot_linear,
-)
+from vawm.nets.layers import MLP, BlockGRU, LayerNormGRU, NormDense, make_act, make_norm
+from vawm.nets.onehot import onehot_linear
 from vawm.settings import ConfigError, Min, Range, section
 from vawm.worldmodels.base import Backbone, Observed, register_backbone
 

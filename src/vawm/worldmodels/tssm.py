@@ -52,6 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vawm.nets.conv import BNConvDecoder, BNConvEncoder, conv_stages
 from vawm.nets.dist import (
     TwoHotSymlog,
     free_bits,
@@ -62,7 +63,7 @@ from vawm.nets.dist import (
     symlog_bins,
     unimix_logits,
 )
-from vawm.nets.layers import MLP, ActionMixer, BNConvDecoder, BNConvEncoder, conv_stages
+from vawm.nets.layers import MLP, ActionMixer
 from vawm.nets.transformer import CausalTransformer, KVCache, causal_mask, segment_mask
 from vawm.settings import ConfigError, Min, Range, section
 from vawm.worldmodels.base import (

@@ -41,8 +41,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vawm.nets.conv import ConvDecoder, ConvEncoder
 from vawm.nets.dist import full_precision, gaussian_kl, symexp, symlog
-from vawm.nets.layers import MLP, ConvDecoder, ConvEncoder
+from vawm.nets.layers import MLP
 from vawm.settings import ConfigError, Min, section
 from vawm.worldmodels.base import Backbone, Observed, register_backbone
 
