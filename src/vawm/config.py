@@ -59,7 +59,7 @@ class RunConfig:
     cuda_graph: bool = False
     # layers that read the one-hot latent (heads, actor, critics, the sequence model's input)
     # gather their weight rows for inputs without gradient (imagination, targets) instead of
-    # multiplying the S*C-wide one-hot (nets.layers.onehot_linear); equal up to summation order.
+    # multiplying the S*C-wide one-hot (nets.onehot.onehot_linear); equal up to summation order.
     # auto: on where the one-hot block is >= 1024 wide (measured: XS's 32x32 0.78x time per
     # update, the cpu preset's 16x16 0.99x; README)
     onehot_gather: Literal["auto", "on", "off"] = "auto"
