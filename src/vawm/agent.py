@@ -120,14 +120,11 @@ class Agent(torch.nn.Module):
         """``run.onehot_gather``: the MLPs that read the backbone's features (reward, continuation,
         actor, critic, slow critic) gather the one-hot block's weight rows for inputs that need no
         gradient; rssm's sequence-model input layer does the same in imagination."""
-        heads = [getattr(self.wm, "reward_head", None), getattr(self.wm, "cont_head", None)]
-        for m in self.ac.modules():
-            if isinstance(m, MLP) and m.body and m.body[0].linear.in_features == self.wm.feat_dim:
-                heads.append(m)
-        for m in heads:
+        wm_heads = [getattr(self.wm, "reward_head", None), getattr(self.wm, "cont_head", None)]
+        for m in [*wm_heads, *self.ac.modules()]:
             if isinstance(m, MLP) and m.body and m.body[0].linear.in_features == self.wm.feat_dim:
                 m.onehot = layout
-        if hasattr(self.wm, "onehot_core") and self.cfg.rssm.dyn_input == "joint":
+        if hasattr(self.wm, "onehot_core"):     # rssm's joint [z, a] input layer (core decides)
             self.wm.onehot_core = True
 
     def optimisers(self) -> list[Optim]:
