@@ -6,7 +6,8 @@
 Runs ``vawm train [ARGS] --seed S`` for every seed (``--workers`` at a time, one thread each),
 then writes ``benchmarks/results/<name>.json``: the command, seeds, env-step budget, date, the
 load average before the runs, the git commit, each seed's final evaluation (mean, std, episodes),
-wall-clock and updates, and a ``readme`` row (``benchmarks/readme_table.py`` puts it in the
+wall-clock (the trainer's, and the whole process's: start-up and evaluation included) and updates,
+and a ``readme`` row (``benchmarks/readme_table.py`` puts it in the
 README). The run directories stay under ``--root``.
 """
 
@@ -30,6 +31,7 @@ SOLVED = 475.0                      # CartPole-v1's "solved" level, the issue's 
 
 def run_seed(seed: int, args: list[str], root: Path) -> dict:
     run_dir = root / f"seed{seed}"
+    process_s = None                       # whole `vawm train` process; only for runs made now
     cmd = [sys.executable, "-m", "vawm", "train", *args, "--seed", str(seed), "--run-dir",
            str(run_dir), "--no-progress"]
     if (run_dir / "summary.json").exists():
@@ -42,11 +44,12 @@ def run_seed(seed: int, args: list[str], root: Path) -> dict:
                              env=dict(os.environ, OMP_NUM_THREADS="1"))
         if out.returncode != 0:
             raise RuntimeError(f"seed {seed} failed: {out.stderr[-2000:]}")
-        print(f"seed {seed}: {time.time() - t0:.0f} s", flush=True)
+        process_s = round(time.time() - t0, 2)
+        print(f"seed {seed}: {process_s:.0f} s", flush=True)
     s = json.loads((run_dir / "summary.json").read_text())
     return {"seed": seed, "eval_return_mean": s["eval_return_mean"],
             "eval_return_std": s["eval_return_std"], "eval_episodes": s["eval_episodes"],
-            "wall_clock_s": s["wall_clock_s"], "updates": s["updates"],
+            "wall_clock_s": s["wall_clock_s"], "process_s": process_s, "updates": s["updates"],
             "env_steps": s["env_steps"], "run_dir": str(run_dir)}
 
 
@@ -58,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="0,1,2,3,4")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--name", default="default_job")
-    p.add_argument("--what", default="default job (`rssm`, `cpu` preset, CartPole-v1)")
+    p.add_argument("--what", default="default job (`rssm`, default preset `cpu-cartpole`, CartPole-v1)")
     p.add_argument("--root", help="run directories (default: runs/bench/<name>)")
     p.add_argument("--order", type=int, default=10, help="position of the README row")
     args = p.parse_args(own)
@@ -71,10 +74,13 @@ def main(argv: list[str] | None = None) -> int:
     walls = np.array([r["wall_clock_s"] for r in per])
     steps = per[0]["env_steps"]
     command = " ".join(["vawm train", *extra]).strip()
+    procs = [r["process_s"] for r in per if r["process_s"] is not None]
     solved = int((means >= SOLVED).sum())
     result = (f"final eval {means.mean():.1f} ± {means.std():.1f} over seeds (each: 10-episode "
               f"mean; per seed {', '.join(f'{m:.1f}' for m in means)}); ≥ {SOLVED:.0f} on "
-              f"{solved}/{len(seeds)}; wall-clock per run {walls.min():.0f}–{walls.max():.0f} s")
+              f"{solved}/{len(seeds)}; wall-clock per run {walls.min():.0f}–{walls.max():.0f} s"
+              + (f" (whole process, start-up and evaluation included: {min(procs):.0f}–"
+                 f"{max(procs):.0f} s, {args.workers} runs at a time)" if procs else ""))
     out = {"command": command, "seeds": seeds, "budget": f"{steps} env steps",
            **provenance(load), "runs": per,
            "eval_mean_over_seeds": float(means.mean()), "eval_std_over_seeds": float(means.std()),

@@ -85,6 +85,20 @@ def test_config_command_prints_the_resolved_config(capsys):
     assert yaml.safe_load(capsys.readouterr().out)["objective"] == "var"
 
 
+def test_default_job_is_the_screened_command_line(capsys):
+    """`vawm train` with no flags is exactly the cpu-preset command line the screens measured
+    (docs/default_job.md, the README's default-job rows), only the preset's name differs."""
+    import yaml
+    assert main(["config"]) == 0
+    default = yaml.safe_load(capsys.readouterr().out)
+    assert main(["config", "--preset", "cpu", "--steps", "40000", "--set",
+                 "rssm.cont_terminal_weight=10", "--set", "run.train_ratio=64", "--set",
+                 "rssm.free_nats=0.1"]) == 0
+    screened = yaml.safe_load(capsys.readouterr().out)
+    assert default.pop("preset") == "cpu-cartpole" and screened.pop("preset") == "cpu"
+    assert default == screened
+
+
 def test_unreadable_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys):
     """A truncated latest checkpoint costs one checkpoint interval, not the run: resume warns in
     one line, continues from the previous checkpoint (its replay chunks were kept) and keeps the

@@ -25,7 +25,7 @@ from vawm.objectives import OBJECTIVES
 from vawm.settings import ConfigError, Min, apply_dict, section, set_path, to_dict
 from vawm.worldmodels import BACKBONES
 
-__all__ = ["Config", "ConfigError", "RunConfig", "BACKBONES", "OBJECTIVES", "apply_dict",
+__all__ = ["Config", "ConfigError", "DEFAULT_PRESET", "RunConfig", "BACKBONES", "OBJECTIVES", "apply_dict",
            "build_config", "load_config_file", "load_presets", "new_config", "preset_names",
            "save_config", "set_path", "to_dict", "validate"]
 
@@ -66,13 +66,17 @@ class RunConfig:
     deterministic: bool = True  # cuDNN deterministic kernels, no autotuning (CPU runs always are)
 
 
+# What `vawm train` applies when no --preset is given: the cpu preset plus the settings that solved
+# CartPole in the screens (docs/default_job.md). Experiment files name their presets.
+DEFAULT_PRESET = "cpu-cartpole"
+
 @dataclass
 class Config:
     """What every run has; :func:`new_config` adds one section per registered component."""
     env: str = "gym:CartPole-v1"
     backbone: str = "rssm"
     objective: str = "none"
-    preset: str = "cpu"
+    preset: str = DEFAULT_PRESET
     seed: int = 0
     steps: Pos = 20_000         # env steps: frames (agent steps x action repeat) summed over envs
     env_cfg: EnvConfig = field(default_factory=EnvConfig)
@@ -152,7 +156,7 @@ def _as_list(x: Any) -> list:
     return [] if x is None else (list(x) if isinstance(x, (list, tuple)) else [x])
 
 
-def build_config(preset: str = "cpu", overrides: dict | None = None, sets: list[str] | None = None
+def build_config(preset: str = DEFAULT_PRESET, overrides: dict | None = None, sets: list[str] | None = None
                  ) -> Config:
     """defaults -> presets (comma-separated, applied in order) -> dict overrides -> ``--set``."""
     cfg = new_config()
