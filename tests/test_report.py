@@ -278,3 +278,28 @@ def test_probability_of_improvement_and_per_task_iqm():
     pt, lo, hi = aggregate.iqm_per_task(np.array([0.0, 1.0, 2.0, 3.0, 100.0, -100.0, 1.5, 2.5]),
                                         reps=200)
     assert pt == pytest.approx(np.mean([1.0, 1.5, 2.0, 2.5])) and lo <= pt <= hi
+
+
+def test_range_normalised_aggregate_over_tasks_of_different_scales(tmp_path):
+    """Tasks with known possible returns (CartPole-v1 0-500, DMC 0-1000) are put on one scale:
+    IQM / mean over tasks and seeds of (return - min) / (max - min); a task without known bounds
+    is left out and said so."""
+    from vawm.report.runs import Experiment
+    from vawm.report.sections import Gathered, generic_stats_section
+
+    assert tables.return_range("gym:CartPole-v1") == (0.0, 500.0)
+    assert tables.return_range("dmc:cartpole-swingup") == (0.0, 1000.0)
+    assert tables.return_range("minatar:breakout") is None
+    envs = ["gym:CartPole-v1", "dmc:cartpole-swingup", "minatar:breakout"]
+    g = Gathered(envs=envs, scores={
+        "a": {envs[0]: {0: 250.0, 1: 250.0}, envs[1]: {0: 500.0, 1: 500.0}, envs[2]: {0: 3.0}},
+        "b": {envs[0]: {0: 500.0, 1: 400.0}, envs[1]: {0: 1000.0, 1: 800.0}, envs[2]: {0: 9.0}}})
+    exp = Experiment(name="h2h", layout="generic", runs=[], expected=[], methods=["a", "b"],
+                     baselines={"a": None, "b": "a"})
+    md = "\n".join(generic_stats_section(exp, g, reps=200, seed=0, figdir=tmp_path))
+    # columns: Method, IQM, OG, Mean, Median, seeds x tasks (the per-task IQM table has 4 cells)
+    agg_a = [r for r in table_rows(md, "a") if len(r) == 6][0]
+    agg_b = [r for r in table_rows(md, "b") if len(r) == 6][0]
+    assert agg_a[3].startswith("0.500 ") and agg_b[3].startswith("0.900 ")
+    assert agg_a[5] == "2 x 2" and "left out: minatar:breakout" in md
+    assert (tmp_path / "h2h_aggregates.png").exists()

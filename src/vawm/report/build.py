@@ -284,7 +284,7 @@ def build_report(root: Path, out: Path, reps: int = 5000, seed: int = 0,
         elif exp.layout in SIZE_LAYOUTS:
             lines = capacity_section(exp, g, refs, figdir, SIZE_LAYOUTS[exp.layout])
         else:
-            lines = [*generic_section(exp, g), "", *generic_stats_section(exp, g, reps, seed)]
+            lines = [*generic_section(exp, g), "", *generic_stats_section(exp, g, reps, seed, figdir)]
         doc += [*lines, ""]
         notes = missing_notes(exp, g)
         doc += ["#### Missing runs", "", *(notes or ["None: every expected run finished."]), ""]

@@ -178,7 +178,7 @@ def plot_diagnostics(rows: dict[str, tuple[np.ndarray, dict[str, dict[str, np.nd
 
 
 def plot_intervals(est: dict[str, dict[str, tuple[float, float, float]]], path: Path,
-                   labels: dict[str, str]) -> Path:
+                   labels: dict[str, str], xlabel: str = "human-normalised score") -> Path:
     """Point estimates with 95% CIs of IQM, optimality gap, mean and median (rliable style)."""
     plt = _plt()
     names = {"iqm": "IQM", "og": "Optimality gap", "mean": "Mean", "median": "Median"}
@@ -195,7 +195,7 @@ def plot_intervals(est: dict[str, dict[str, tuple[float, float, float]]], path: 
         ax.set_title(title, fontsize=9)
         ax.set_ylim(-0.6, len(methods) - 0.4)
         ax.tick_params(labelsize=7)
-    axes[0][0].figure.supxlabel("human-normalised score", fontsize=8)
+    axes[0][0].figure.supxlabel(xlabel, fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)

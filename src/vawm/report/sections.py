@@ -134,43 +134,53 @@ def atari_section(exp: Experiment, g: Gathered, refs_all: dict, reps: int, seed:
 
 def iqm_section(exp: Experiment, g: Gathered, gmap: dict[str, str], refs: dict, reps: int,
                 seed: int, figdir: Path | None) -> list[str]:
-    """IQM, optimality gap, mean and median of human-normalised scores with stratified-bootstrap
-    95% CIs (rliable), over the games every method finished and each method's complete seeds."""
+    """IQM, optimality gap, mean and median of human-normalised scores (Atari: Random and Human
+    reference scores) with stratified-bootstrap 95% CIs over the games every method finished."""
+    bounds = {e: (refs[gmap[e]]["random"], refs[gmap[e]]["human"]) for e in g.envs
+              if gmap[e] in refs}
+    left = sorted({gmap[e] for e in g.envs} - {gmap[e] for e in bounds})
+    return normalised_section(exp, g, bounds, reps, seed, figdir, "human-normalised", "game",
+                              left)
+
+
+def normalised_section(exp: Experiment, g: Gathered, bounds: dict[str, tuple[float, float]],
+                       reps: int, seed: int, figdir: Path | None, unit: str, task: str = "task",
+                       left: list[str] | None = None) -> list[str]:
+    """IQM, optimality gap, mean and median over tasks and seeds of scores normalised per task
+    as (score - lo) / (hi - lo), with stratified-bootstrap 95% CIs (rliable), over the tasks in
+    ``bounds`` every method finished and each method's seeds finished on all of them."""
     out = ["#### Aggregate scores with 95% stratified-bootstrap CIs (rliable)", ""]
     if not aggregate.rliable_available():
         return out + [f"rliable is not installed: {aggregate.INSTALL_HINT}"]
     methods = [m for m in exp.methods if g.scores.get(m)]
-    envs = [e for e in g.envs if gmap[e] in refs
-            and all(g.scores.get(m, {}).get(e) for m in methods)]
+    envs = [e for e in g.envs if e in bounds and all(g.scores.get(m, {}).get(e) for m in methods)]
     if not methods or not envs:
-        return out + ["No game has a finished run of every method."]
+        return out + [f"No {task} has a finished run of every method."]
     mats, notes = {}, []
     for m in methods:
-        per_task = {}
-        for e in envs:
-            r = refs[gmap[e]]
-            per_task[e] = {s: tables.human_normalized(v, r["random"], r["human"])
-                           for s, v in g.scores[m][e].items()}
+        per_task = {e: {s: tables.human_normalized(v, *bounds[e])
+                        for s, v in g.scores[m][e].items()} for e in envs}
         mat, seeds = aggregate.rectangular(per_task, envs)
         if not seeds:
-            notes.append(f"{exp.labels.get(m, m)}: no seed finished every game, left out")
+            notes.append(f"{exp.labels.get(m, m)}: no seed finished every {task}, left out")
             continue
         mats[m] = mat
         notes.append(f"{exp.labels.get(m, m)}: seeds {', '.join(map(str, seeds))}")
     est = aggregate.interval_estimates(mats, reps=reps, seed=seed)
-    fmt = lambda t: f"{t[0]:.3f} [{t[1]:.3f}, {t[2]:.3f}]"
+    fmt = lambda t: f"{t[0]:.3f} [{t[1]:.3f}, {t[2]:.3f}]"                # noqa: E731
     rows = [[exp.labels.get(m, m), fmt(e["iqm"]), fmt(e["og"]), fmt(e["mean"]), fmt(e["median"]),
              f"{mats[m].shape[0]} x {mats[m].shape[1]}"] for m, e in est.items()]
     out.append(tables.markdown_table(
-        ["Method", "IQM (↑)", "Optimality gap (↓)", "Mean (↑)", "Median (↑)", "seeds x games"],
+        ["Method", "IQM (↑)", "Optimality gap (↓)", "Mean (↑)", "Median (↑)", f"seeds x {task}s"],
         rows))
-    left = sorted({gmap[e] for e in g.envs} - {gmap[e] for e in envs})
-    out += ["", f"Over the {len(envs)} game(s) every method finished"
-            + (f" (left out: {', '.join(left)})" if left else "")
+    left = [e for e in g.envs if e not in bounds] if left is None else left
+    out += ["", f"{unit.capitalize()} scores over the {len(envs)} {task}(s) every method "
+                f"finished" + (f" (left out: {', '.join(left)})" if left else "")
             + f"; {reps} bootstrap replications; runs used: " + "; ".join(notes) + "."]
     if figdir is not None and est:
-        p = curves.plot_intervals(est, figdir / f"{_slug(exp.name)}_aggregates.png", exp.labels)
-        out += ["", _img("Aggregate human-normalised scores, 95% CIs", p, figdir.parent)]
+        p = curves.plot_intervals(est, figdir / f"{_slug(exp.name)}_aggregates.png", exp.labels,
+                                  xlabel=f"{unit} score")
+        out += ["", _img(f"Aggregate {unit} scores, 95% CIs", p, figdir.parent)]
     return out
 
 
@@ -282,9 +292,12 @@ def generic_section(exp: Experiment, g: Gathered) -> list[str]:
                 f"the baseline; {tables.FLAG} = fewer seeds or tasks than expected.{note}"]
 
 
-def generic_stats_section(exp: Experiment, g: Gathered, reps: int, seed: int) -> list[str]:
+def generic_stats_section(exp: Experiment, g: Gathered, reps: int, seed: int,
+                          figdir: Path | None = None) -> list[str]:
     """Per-task IQM over seeds with bootstrap 95% CIs, and each method's probability of
-    improvement over its baseline (or the first method) across tasks (rliable; scale-free)."""
+    improvement over its baseline (or the first method) across tasks (rliable; scale-free);
+    where every task's possible returns are known (``tables.RETURN_RANGES``), IQM, optimality
+    gap, mean and median over tasks and seeds of range-normalised returns."""
     out = ["#### IQM per task and probability of improvement (rliable, 95% bootstrap CIs)", ""]
     if not aggregate.rliable_available():
         return out + [f"rliable is not installed: {aggregate.INSTALL_HINT}"]
@@ -322,6 +335,12 @@ def generic_stats_section(exp: Experiment, g: Gathered, reps: int, seed: int) ->
     out += ["", f"IQM over each task's seeds (with one seed: that score); P(X > Y) per task is the "
                 f"probability that a run of X beats a run of Y, averaged over the tasks both "
                 f"have (with the seeds present on all of them); {reps} bootstrap replications."]
+    bounds = {e: b for e in g.envs if (b := tables.return_range(e)) is not None}
+    if len(bounds) >= 2:      # tasks with known possible returns: one scale across them
+        lines = normalised_section(exp, g, bounds, reps, seed, figdir, "range-normalised")
+        out += ["", *lines, "", "Range-normalised: (return - min) / (max - min) with each task's "
+                "possible returns (" + "; ".join(f"{e}: {lo:g} to {hi:g}" for e, (lo, hi)
+                                                 in bounds.items()) + ")."]
     return out
 
 

@@ -24,6 +24,19 @@ def human_normalized(score: float, random: float, human: float) -> float:
     return (score - random) / (human - random)
 
 
+# The possible returns of tasks whose bounds are fixed by the task (rewards per step times the
+# episode's step limit): DMC's 1,000 steps of rewards in [0, 1] (Tassa et al. 2018), CartPole's
+# +1 per step up to 500 (v1) or 200 (v0) steps.
+RETURN_RANGES = {"dmc": (0.0, 1000.0), "dmc-pixels": (0.0, 1000.0),
+                 "gym:CartPole-v1": (0.0, 500.0), "gym:CartPole-v0": (0.0, 200.0)}
+
+
+def return_range(env: str) -> tuple[float, float] | None:
+    """(min, max) return of a task with fixed bounds (``RETURN_RANGES``: by id, else by suite)."""
+    return RETURN_RANGES.get(env) or RETURN_RANGES.get(env.partition(":")[0] if ":" in env
+                                                       else "gym")
+
+
 def pct_change(new: float | None, base: float | None) -> float | None:
     """Change of ``new`` against ``base`` in % of ``|base|`` (``None`` if undefined)."""
     if new is None or base is None or base == 0 or not math.isfinite(base):
