@@ -79,8 +79,28 @@ def versions() -> dict:
     import gymnasium
 
     import vawm
-    return {"vawm": vawm.__version__, "torch": torch.__version__, "numpy": np.__version__,
-            "gymnasium": gymnasium.__version__, "python": platform.python_version()}
+    out = {"vawm": vawm.__version__, "torch": torch.__version__, "numpy": np.__version__,
+           "gymnasium": gymnasium.__version__, "python": platform.python_version()}
+    commit = source_commit()
+    return {**out, "commit": commit} if commit else out
+
+
+def source_commit() -> str | None:
+    """The git commit of the vawm source that runs (``+dirty`` if its package files differ from
+    it), or ``None`` outside a git checkout (an installed wheel)."""
+    import subprocess
+    from pathlib import Path
+    src = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=src, capture_output=True,
+                              text=True, timeout=10)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "."], cwd=src,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty else "")
 
 
 def progress_bar(enabled: bool, total: int, initial: int):
