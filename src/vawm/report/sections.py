@@ -143,6 +143,24 @@ def iqm_section(exp: Experiment, g: Gathered, gmap: dict[str, str], refs: dict, 
                               left)
 
 
+def normalised_matrices(exp: Experiment, g: Gathered, bounds: dict[str, tuple[float, float]]
+                        ) -> tuple[dict[str, np.ndarray], list[str], dict[str, list[int]]]:
+    """Per method a (seeds x tasks) matrix of (score - lo) / (hi - lo) over the tasks in
+    ``bounds`` that every method with results finished, using each method's seeds finished on
+    all of them. Returns the matrices (methods with no such seed left out), the tasks and each
+    method's seeds."""
+    methods = [m for m in exp.methods if g.scores.get(m)]
+    envs = [e for e in g.envs if e in bounds and all(g.scores.get(m, {}).get(e) for m in methods)]
+    mats, seeds = {}, {}
+    for m in methods if envs else []:
+        per_task = {e: {s: tables.human_normalized(v, *bounds[e])
+                        for s, v in g.scores[m][e].items()} for e in envs}
+        mat, seeds[m] = aggregate.rectangular(per_task, envs)
+        if seeds[m]:
+            mats[m] = mat
+    return mats, envs, seeds
+
+
 def normalised_section(exp: Experiment, g: Gathered, bounds: dict[str, tuple[float, float]],
                        reps: int, seed: int, figdir: Path | None, unit: str, task: str = "task",
                        left: list[str] | None = None) -> list[str]:
@@ -152,20 +170,12 @@ def normalised_section(exp: Experiment, g: Gathered, bounds: dict[str, tuple[flo
     out = ["#### Aggregate scores with 95% stratified-bootstrap CIs (rliable)", ""]
     if not aggregate.rliable_available():
         return out + [f"rliable is not installed: {aggregate.INSTALL_HINT}"]
-    methods = [m for m in exp.methods if g.scores.get(m)]
-    envs = [e for e in g.envs if e in bounds and all(g.scores.get(m, {}).get(e) for m in methods)]
-    if not methods or not envs:
+    mats, envs, seeds = normalised_matrices(exp, g, bounds)
+    if not envs:
         return out + [f"No {task} has a finished run of every method."]
-    mats, notes = {}, []
-    for m in methods:
-        per_task = {e: {s: tables.human_normalized(v, *bounds[e])
-                        for s, v in g.scores[m][e].items()} for e in envs}
-        mat, seeds = aggregate.rectangular(per_task, envs)
-        if not seeds:
-            notes.append(f"{exp.labels.get(m, m)}: no seed finished every {task}, left out")
-            continue
-        mats[m] = mat
-        notes.append(f"{exp.labels.get(m, m)}: seeds {', '.join(map(str, seeds))}")
+    notes = [f"{exp.labels.get(m, m)}: " + (f"seeds {', '.join(map(str, ss))}" if ss else
+                                           f"no seed finished every {task}, left out")
+             for m, ss in seeds.items()]
     est = aggregate.interval_estimates(mats, reps=reps, seed=seed)
     fmt = lambda t: f"{t[0]:.3f} [{t[1]:.3f}, {t[2]:.3f}]"                # noqa: E731
     rows = [[exp.labels.get(m, m), fmt(e["iqm"]), fmt(e["og"]), fmt(e["mean"]), fmt(e["median"]),
