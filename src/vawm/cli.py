@@ -27,7 +27,7 @@ def _fail(msg: str) -> int:
 
 def _train_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="vawm train", description="Train a world-model agent (defaults: rssm on "
-                "gym:CartPole-v1 with the cpu-cartpole preset).")
+                "gym:CartPole-v1 with the cpu-cartpole preset; other backbones: cpu).")
     p.add_argument("--env", help="suite:task id, e.g. gym:CartPole-v1, dmc:walker-walk, "
                    "dmc-pixels:walker-walk, atari100k:Pong, minatar:breakout")
     p.add_argument("--backbone", help="world model: " + " | ".join(_registered("BACKBONES")))
@@ -59,7 +59,7 @@ def cmd_train(argv: list[str]) -> int:
     args = _train_parser().parse_args(argv)
     from vawm.checkpoint import CheckpointError
     from vawm.checkpoint import exists as ckpt_exists
-    from vawm.config import DEFAULT_PRESET, ConfigError, apply_dict, build_config, load_config_file, to_dict
+    from vawm.config import ConfigError, apply_dict, build_config, load_config_file, to_dict
     from vawm.envs import UnknownEnvError, parse_env_id
     from vawm.train import CKPT, NonFiniteLossError, RunInterrupted, Trainer
 
@@ -85,7 +85,7 @@ def cmd_train(argv: list[str]) -> int:
         else:
             overrides = {k: getattr(args, k) for k in ("env", "backbone", "objective", "steps", "seed")
                          if getattr(args, k) is not None}
-            cfg = build_config(args.preset or DEFAULT_PRESET, overrides, args.set)
+            cfg = build_config(args.preset, overrides, args.set)
             parse_env_id(cfg.env)
             if args.print_config:
                 return _print_config(to_dict(cfg))
