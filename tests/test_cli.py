@@ -93,7 +93,7 @@ def test_default_job_is_the_screened_command_line(capsys):
     default = yaml.safe_load(capsys.readouterr().out)
     assert main(["config", "--preset", "cpu", "--steps", "40000", "--set",
                  "rssm.cont_terminal_weight=10", "--set", "run.train_ratio=64", "--set",
-                 "rssm.free_nats=0.1"]) == 0
+                 "rssm.free_nats=0.1", "--set", "run.precision=bf16"]) == 0
     screened = yaml.safe_load(capsys.readouterr().out)
     assert default.pop("preset") == "cpu-cartpole" and screened.pop("preset") == "cpu"
     assert default == screened
