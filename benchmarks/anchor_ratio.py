@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"anchor_ratio: {ANCHOR} is missing", file=sys.stderr)
         return 2
     load = os.getloadavg()[0]
+    prov = provenance(load)                    # the code and the load as the runs start
     tmp = ROOT / "runs" / "bench" / "anchor_vawm.json"
     tmp.parent.mkdir(parents=True, exist_ok=True)
     s_times, v_times = [], []
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             "seeds": [0], "budget": f"{args.pairs} alternating pairs; sheeprl "
                                     f"{args.sheeprl_updates} timed updates, vawm median of "
                                     f"{args.vawm_updates}",
-            **provenance(load),
+            **prov,
             "readme": {"what": "update speed against sheeprl 0.8.4 DreamerV3 XS (CartPole "
                                "vectors, batch 16 x 64, imagination from all 1,024 starts, "
                                f"horizon 15, fp32, {args.threads} threads)",

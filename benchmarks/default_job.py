@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(own)
     seeds = [int(s) for s in args.seeds.split(",")]
     root = Path(args.root or ROOT / "runs" / "bench" / args.name)
-    load = os.getloadavg()[0]
+    prov = provenance(os.getloadavg()[0])     # the code and the load as the runs start
     with ThreadPoolExecutor(args.workers) as pool:
         per = list(pool.map(lambda s: run_seed(s, extra, root), seeds))
     means = np.array([r["eval_return_mean"] for r in per])
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
               + (f" (whole process, start-up and evaluation included: {min(procs):.0f}–"
                  f"{max(procs):.0f} s, {args.workers} runs at a time)" if procs else ""))
     out = {"command": command, "seeds": seeds, "budget": f"{steps} env steps",
-           **provenance(load), "runs": per,
+           **prov, "runs": per,
            "eval_mean_over_seeds": float(means.mean()), "eval_std_over_seeds": float(means.std()),
            "solved_seeds": solved,
            "readme": {"what": args.what, "command": command, "result": result,

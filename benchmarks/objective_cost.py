@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(mem_child(args)))
         return 0
     device = resolve(args.device)
-    load = os.getloadavg()[0]
+    prov = provenance(os.getloadavg()[0])      # the code and the load as the runs start
     objectives = available([o.strip() for o in args.objectives.split(",") if o.strip()])
     cfg = make_config(args, "none")
     print(f"objective cost: backbone {args.backbone}, preset {cfg.preset}, env {env_label(args)}, "
@@ -327,11 +327,11 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps({"rows": rows, "meta": meta}, indent=2))
     print(f"wrote {out}", file=sys.stderr)
     if args.readme:
-        print(f"wrote {readme_row(args, rows, cfg, device, load)}", file=sys.stderr)
+        print(f"wrote {readme_row(args, rows, cfg, device, prov)}", file=sys.stderr)
     return 0
 
 
-def readme_row(args: argparse.Namespace, rows: list[dict], cfg, device, load: float) -> Path:
+def readme_row(args: argparse.Namespace, rows: list[dict], cfg, device, prov: dict) -> Path:
     """The README row of this measurement: each objective's paired time overhead (IQR), its own
     part, and its memory, over ``none``."""
     base = next(r for r in rows if r["objective"] == "none")
@@ -359,7 +359,7 @@ def readme_row(args: argparse.Namespace, rows: list[dict], cfg, device, load: fl
                          f"{torch.get_num_threads()} thread(s))")
     data = {"command": command, "seeds": [args.seed],
             "budget": f"{args.updates} paired rounds after {args.warmup} warm-up updates",
-            **provenance(load), "rows": rows,
+            **prov, "rows": rows,
             "readme": {"what": what, "command": command, "result": "; ".join(parts),
                        "order": args.order}}
     return write_row(args.readme, data)
