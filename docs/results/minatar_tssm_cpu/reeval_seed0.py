@@ -1,12 +1,16 @@
 """Re-evaluate finished runs with run.eval_mode=sample exactly as the trainer's final evaluation
 would have (same agent, same torch RNG state: the final checkpoint is saved right before it)."""
-import json, sys
+import json
+import sys
 from pathlib import Path
-import torch, yaml
+
+import torch
+
 from vawm.checkpoint import load
 from vawm.config import load_config_file, save_config
 from vawm.envs import env_info
 from vawm.train import CKPT, Agent, evaluate_policy
+
 for run in map(Path, sys.argv[1:]):
     cfg = load_config_file(str(run / "config.yaml"))
     cfg.run.eval_mode = "sample"
