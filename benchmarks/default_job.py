@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from readme_table import provenance, write_row
+from readme_table import provenance, publish
 
 ROOT = Path(__file__).resolve().parent.parent
 SOLVED = 475.0                      # CartPole-v1's "solved" level, the issue's bar for the default job
@@ -87,10 +87,7 @@ def main(argv: list[str] | None = None) -> int:
            "solved_seeds": solved,
            "readme": {"what": args.what, "command": command, "result": result,
                       "order": args.order}}
-    path = write_row(args.name, out)
-    print(result)
-    print(f"wrote {path}")
-    return 0
+    return publish(args.name, out)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,14 @@ def write_row(name: str, data: dict) -> Path:
     return path
 
 
+def publish(name: str, record: dict) -> int:
+    """Write a record with a ``readme`` row, print its result and where it went; exit status 0."""
+    path = write_row(name, record)
+    print(record["readme"]["result"])
+    print(f"wrote {path}")
+    return 0
+
+
 def rows(results: Path = RESULTS) -> list[dict]:
     out = []
     for path in sorted(results.glob("*.json")):

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from readme_table import provenance, write_row
+from readme_table import provenance, publish
 
 from vawm.report import aggregate, tables
 from vawm.report.runs import collect
@@ -96,10 +96,7 @@ def main(argv: list[str] | None = None) -> int:
            **provenance(None), "run_commits": commits, "methods": per,
            "readme": {"what": args.what, "command": args.command, "result": result,
                       "order": args.order}}
-    path = write_row(args.name, out)
-    print(result)
-    print(f"wrote {path}")
-    return 0
+    return publish(args.name, out)
 
 
 if __name__ == "__main__":
