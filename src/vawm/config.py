@@ -25,9 +25,9 @@ from vawm.objectives import OBJECTIVES
 from vawm.settings import ConfigError, Min, apply_dict, section, set_path, to_dict
 from vawm.worldmodels import BACKBONES
 
-__all__ = ["Config", "ConfigError", "DEFAULT_PRESETS", "RunConfig", "BACKBONES", "OBJECTIVES", "apply_dict",
-           "build_config", "default_preset", "load_config_file", "load_presets", "new_config", "preset_names",
-           "save_config", "set_path", "to_dict", "validate"]
+__all__ = ["Config", "ConfigError", "DEFAULT_PRESETS", "RunConfig", "BACKBONES", "OBJECTIVES",
+           "apply_dict", "build_config", "default_preset", "load_config_file", "load_presets",
+           "new_config", "preset_names", "save_config", "set_path", "to_dict", "validate"]
 
 Pos = Annotated[int, Min(1)]
 NonNeg = Annotated[int, Min(0)]
@@ -74,6 +74,7 @@ DEFAULT_PRESETS = {"rssm": "cpu-cartpole"}
 
 def default_preset(backbone: str) -> str:
     return DEFAULT_PRESETS.get(backbone, "cpu")
+
 
 @dataclass
 class Config:

@@ -138,9 +138,8 @@ def iqm_section(exp: Experiment, g: Gathered, gmap: dict[str, str], refs: dict, 
     reference scores) with stratified-bootstrap 95% CIs over the games every method finished."""
     bounds = {e: (refs[gmap[e]]["random"], refs[gmap[e]]["human"]) for e in g.envs
               if gmap[e] in refs}
-    left = sorted({gmap[e] for e in g.envs} - {gmap[e] for e in bounds})
     return normalised_section(exp, g, bounds, reps, seed, figdir, "human-normalised", "game",
-                              left)
+                              gmap)
 
 
 def normalised_matrices(exp: Experiment, g: Gathered, bounds: dict[str, tuple[float, float]]
@@ -163,7 +162,7 @@ def normalised_matrices(exp: Experiment, g: Gathered, bounds: dict[str, tuple[fl
 
 def normalised_section(exp: Experiment, g: Gathered, bounds: dict[str, tuple[float, float]],
                        reps: int, seed: int, figdir: Path | None, unit: str, task: str = "task",
-                       left: list[str] | None = None) -> list[str]:
+                       names: dict[str, str] | None = None) -> list[str]:
     """IQM, optimality gap, mean and median over tasks and seeds of scores normalised per task
     as (score - lo) / (hi - lo), with stratified-bootstrap 95% CIs (rliable), over the tasks in
     ``bounds`` every method finished and each method's seeds finished on all of them."""
@@ -183,7 +182,7 @@ def normalised_section(exp: Experiment, g: Gathered, bounds: dict[str, tuple[flo
     out.append(tables.markdown_table(
         ["Method", "IQM (↑)", "Optimality gap (↓)", "Mean (↑)", "Median (↑)", f"seeds x {task}s"],
         rows))
-    left = [e for e in g.envs if e not in bounds] if left is None else left
+    left = sorted({(names or {}).get(e, e) for e in g.envs if e not in envs})
     out += ["", f"{unit.capitalize()} scores over the {len(envs)} {task}(s) every method "
                 f"finished" + (f" (left out: {', '.join(left)})" if left else "")
             + f"; {reps} bootstrap replications; runs used: " + "; ".join(notes) + "."]
