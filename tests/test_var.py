@@ -128,6 +128,24 @@ def test_loss_matches_hand_computation_and_critic_gets_no_gradient():
     assert obs.post.grad.abs().sum() > 0 and obs.prior.grad.abs().sum() > 0
 
 
+def test_critic_passes_run_in_fp32_under_bf16_autocast():
+    """var.precision=fp32 (the default): under the update's bf16 autocast the two critic passes
+    give exactly the fp32 logits, loss and state gradients; var.precision=autocast gives the
+    bf16-rounded ones (a different loss), so the switch is really what decides."""
+    critic = _critic()
+    runs = {}
+    for name, precision, amp in [("ref", "fp32", False), ("fp32", "fp32", True),
+                                 ("autocast", "autocast", True)]:
+        obs = _obs()
+        with torch.autocast("cpu", torch.bfloat16, enabled=amp):
+            out = ValueAlignment(VarConfig(warmup=0, precision=precision)).contribute(obs, _ctx(critic))
+        out.losses["weighted"].backward()
+        runs[name] = (out.losses["weighted"].detach(), obs.post.grad, obs.prior.grad)
+    assert all(torch.equal(a, b) for a, b in zip(runs["ref"], runs["fp32"], strict=True))
+    assert not torch.equal(runs["ref"][0], runs["autocast"][0])
+    assert runs["autocast"][0].item() == pytest.approx(runs["ref"][0].item(), rel=0.1)
+
+
 def test_adaptive_weight_is_per_sample():
     """Each sample's gradient is its unweighted gradient times 1/max(1, KL) of that sample."""
     critic = _critic()

@@ -54,6 +54,9 @@ class VarConfig:
     beta_rep: NonNeg | None = None   # rep side: KL[V(s) || sg(V(s~))], trains the posterior state
     direction: Literal["post_prior", "prior_post"] = "post_prior"  # eq. 4 | swapped arguments
     critic: Literal["critic", "slow"] = "critic"   # V_theta of eq. 4: online (VaR, anon. 2025) | EMA critic
+    # the two critic passes under run.precision=bf16: fp32 (ours: eq. 4 is a KL between two nearly
+    # equal value distributions, which bf16-rounded logits blur) | autocast (bf16 like the update)
+    precision: Literal["fp32", "autocast"] = "fp32"
 
 
 # ---------------------------------------------------------------------------- pure math
@@ -161,10 +164,18 @@ class ValueAlignment(Objective):
 
     def value_logits(self, critic: torch.nn.Module, post: Tensor, prior: Tensor
                      ) -> tuple[Tensor, Tensor]:
-        """Critic logits at s_t and s~_t in one call through the frozen critic: [B, T, K] each."""
+        """Critic logits at s_t and s~_t in one call through the frozen critic: [B, T, K] each.
+
+        With ``var.precision=fp32`` the call runs outside the update's bf16 autocast (a no-op at
+        fp32), so that eq. 4 compares full-precision logits."""
         # post, prior: [B, T, F]
         params = {k: p.detach() for k, p in critic.named_parameters()}
-        logits = functional_call(critic, params, (torch.cat([post, prior], 0),)).logits
+        x = torch.cat([post, prior], 0)                     # [2B, T, F]
+        if self.cfg.precision == "fp32" and torch.is_autocast_enabled(x.device.type):
+            with torch.autocast(x.device.type, enabled=False):
+                logits = functional_call(critic, params, (x.float(),)).logits
+        else:
+            logits = functional_call(critic, params, (x,)).logits
         return logits.split(post.shape[0], 0)               # [2B, T, K] -> 2 x [B, T, K]
 
     def beta(self, obs: Observed) -> Tensor:
