@@ -193,6 +193,56 @@ def test_onehot_index_cache_reuses_prefixes_and_sees_changes():
     torch.testing.assert_close(onehot_linear(y[5:], lin, layout), lin(y[5:]))     # not a prefix
 
 
+def test_sampled_classes_skip_the_argmax_and_give_the_same_numbers(monkeypatch):
+    """A no-grad categorical sample remembers its classes; the gather reads them (no argmax:
+    checked by making argmax fail) for the sample's concatenations and their detached views, with
+    exactly the argmax path's result; an in-place change forgets them."""
+    from vawm.nets import onehot
+    from vawm.nets.dist import sample_categorical_st
+    torch.manual_seed(0)
+    N, D, S, C = 50, 5, 4, 6
+    onehot.clear_onehot_cache()
+    with torch.no_grad():
+        z = sample_categorical_st(torch.log_softmax(torch.randn(N, S, C), -1))
+    assert torch.equal(onehot.known_classes(z), z.argmax(-1))
+    x = onehot.remember_classes(torch.cat([torch.randn(N, D), z.flatten(-2)], -1),
+                                onehot.known_classes(z))
+    lin = torch.nn.Linear(D + S * C, 7)
+    ref = onehot.onehot_linear(x.clone(), lin, (D, S, C))          # the argmax path
+    monkeypatch.setattr(torch.Tensor, "argmax", lambda *a, **k: pytest.fail("argmax ran"))
+    assert torch.equal(onehot.onehot_linear(x, lin, (D, S, C)), ref)
+    assert torch.equal(onehot.onehot_linear(x.detach(), lin, (D, S, C)), ref)
+    monkeypatch.undo()
+    x[:, D:] = x[:, D:].roll(1, 0)                                   # in place: a new version
+    assert onehot.known_classes(x) is None
+    torch.testing.assert_close(onehot.onehot_linear(x, lin, (D, S, C)), lin(x))
+    onehot.clear_onehot_cache()
+
+
+def test_imagination_with_remembered_classes_is_bit_identical(monkeypatch):
+    """rssm's imagination under run.onehot_gather gives the same features and actions whether the
+    sampled classes are remembered or found again by argmax."""
+    from vawm.agent import Agent
+    from vawm.nets import onehot
+    cfg = build_config("tiny", sets=["run.onehot_gather=on"])
+    agent = Agent(cfg, VECTOR)
+    start = agent.wm.initial(16)
+    policy = lambda f: agent.ac.actor(f).sample()  # noqa: E731
+    out, argmaxes, argmax = {}, {}, torch.Tensor.argmax
+    for cap in (4, 0):
+        monkeypatch.setattr(onehot, "_KNOWN_MAX", cap)
+        calls = []
+        monkeypatch.setattr(torch.Tensor, "argmax",
+                            lambda *a, calls=calls, **k: calls.append(1) or argmax(*a, **k))
+        onehot.clear_onehot_cache()
+        torch.manual_seed(0)
+        with torch.no_grad():
+            imag = agent.wm.imagine(start, policy, 5)
+        out[cap], argmaxes[cap] = (imag.feat, imag.action), len(calls)
+    assert all(torch.equal(a, b) for a, b in zip(out[4], out[0], strict=True))
+    assert argmaxes[0] - argmaxes[4] >= 2 * (5 - 1)     # two a step saved after the start's
+
+
 @pytest.mark.parametrize("backbone", ["rssm", "tssm"])
 def test_onehot_gather_trains_like_the_dense_layers(backbone):
     """Three updates with run.onehot_gather=on end where the dense layers end (float rounding):

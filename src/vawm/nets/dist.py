@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vawm.nets.onehot import remember_classes
+
 # the Gaussian constants as float32 computes them (Python floats: no tensor built per call, which
 # a CUDA-graph capture of the update could not copy to the device)
 _HALF_LOG_2PI = float(0.5 * torch.log(torch.tensor(2 * torch.pi)))
@@ -132,9 +134,12 @@ def sample_categorical_st(logits: Tensor) -> Tensor:
     probs = torch.exp(logits)
     C = logits.shape[-1]
     u = torch.rand(*logits.shape[:-1], 1, device=logits.device, dtype=probs.dtype)
-    idx = (probs.detach().cumsum(-1) < u).sum(-1).clamp_(max=C - 1)
-    onehot = F.one_hot(idx, C).to(logits.dtype)
-    return onehot + probs - probs.detach()
+    idx = (probs.detach().cumsum(-1) < u).sum(-1, keepdim=True).clamp_(max=C - 1)
+    onehot = torch.zeros_like(probs).scatter_(-1, idx, 1.0)      # no int64 one-hot and cast
+    out = onehot + probs - probs.detach()
+    if not out.requires_grad:            # imagination: run.onehot_gather's layers need no argmax
+        remember_classes(out, idx.squeeze(-1))
+    return out
 
 
 def categorical_kl(logits_p: Tensor, logits_q: Tensor) -> Tensor:

@@ -57,8 +57,40 @@ def _onehot_index(x2: Tensor, off: int, S: int, C: int) -> tuple[Tensor, Tensor]
     return flat, vals
 
 
+# tensors whose one-hot groups' classes are known without an argmax (a sample's indices, and the
+# tensors built from it by concatenation): (tensor, key, classes [..., S]); the last few only
+_KNOWN: list = []
+_KNOWN_MAX = 4
+
+
+def _key(t: Tensor) -> tuple:
+    """Identifies ``t``'s data: storage, offset, shape, strides and in-place version (a
+    ``detach()``-ed view shares all of them)."""
+    return (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(),
+            t._version, t.dtype)
+
+
+def remember_classes(t: Tensor, cls: Tensor) -> Tensor:
+    """Record that ``t`` (no gradient) holds one-hot groups (nonzero at class ``cls`` [..., S] of
+    each group, e.g. a straight-through sample's 1 +- ulp) in its one-hot block, so that
+    :func:`onehot_linear` on ``t`` or on a ``detach()`` of it skips the argmax. Returns ``t``."""
+    _KNOWN.append((t, _key(t), cls))
+    del _KNOWN[: max(0, len(_KNOWN) - _KNOWN_MAX)]
+    return t
+
+
+def known_classes(t: Tensor) -> Tensor | None:
+    """The classes recorded for ``t``'s data by :func:`remember_classes` (None if unknown)."""
+    key = _key(t)
+    for _, k, cls in reversed(_KNOWN):
+        if k == key:
+            return cls
+    return None
+
+
 def clear_onehot_cache() -> None:
     _ONEHOT_CACHE.clear()
+    _KNOWN.clear()
 
 
 def onehot_linear(x: Tensor, linear: nn.Linear, onehot: tuple[int, int, int]) -> Tensor:
@@ -77,7 +109,13 @@ def onehot_linear(x: Tensor, linear: nn.Linear, onehot: tuple[int, int, int]) ->
     else:
         rest = torch.cat([x2[:, :off], x2[:, end:]], -1)
         w_rest = torch.cat([W[:, :off], W[:, end:]], -1)
-    flat, vals = _onehot_index(x2, off, S, C)
+    cls = known_classes(x)
+    if cls is not None:                         # a sample's classes: no argmax
+        cls = cls.reshape(-1, S)
+        vals = x2[:, off:end].unflatten(-1, (S, C)).gather(-1, cls[..., None]).squeeze(-1)
+        flat = cls + torch.arange(S, device=x.device) * C
+    else:
+        flat, vals = _onehot_index(x2, off, S, C)
     g = _OneHotMatmul.apply(x2[:, off:end], W[:, off:end], flat, vals.to(W.dtype))
     if linear.bias is not None:
         g = g + linear.bias
