@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     for m in exp.methods:
         per[m] = {"label": exp.labels.get(m, m), "objective": objective.get(m),
                   "tasks": {e: {"mean": float(np.mean(list(v.values()))),
-                                "std": float(np.std(list(v.values()))),
+                                "std": float(np.std(list(v.values()), ddof=1 if len(v) > 1 else 0)),
                                 "seeds": sorted(v)} for e, v in g.scores.get(m, {}).items()},
                   "iqm": est.get(m, {}).get("iqm"), "mean_norm": est.get(m, {}).get("mean"),
                   "p_improvement": poi.get(m), "cost_pct": cost.get(objective.get(m))}
