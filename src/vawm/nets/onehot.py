@@ -88,6 +88,12 @@ def known_classes(t: Tensor) -> Tensor | None:
     return None
 
 
+def carry_classes(src: Tensor, dst: Tensor) -> Tensor:
+    """``dst`` (built from ``src``, e.g. a concatenation) remembers ``src``'s classes if known."""
+    cls = known_classes(src)
+    return dst if cls is None else remember_classes(dst, cls)
+
+
 def clear_onehot_cache() -> None:
     _ONEHOT_CACHE.clear()
     _KNOWN.clear()

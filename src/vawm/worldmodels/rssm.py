@@ -47,7 +47,7 @@ from vawm.nets.dist import (
     unimix_logits,
 )
 from vawm.nets.layers import MLP, BlockGRU, LayerNormGRU, NormDense, make_act, make_norm
-from vawm.nets.onehot import known_classes, onehot_linear, remember_classes
+from vawm.nets.onehot import carry_classes, onehot_linear
 from vawm.settings import ConfigError, Min, Range, section
 from vawm.worldmodels.base import Backbone, Observed, register_backbone
 
@@ -123,9 +123,7 @@ class RState:
     stoch: Tensor   # [N, S, C] one-hot (straight-through); [N, S, 1] for the Gaussian latent
 
     def feat(self) -> Tensor:
-        f = torch.cat([self.deter, self.stoch.flatten(-2)], -1)
-        cls = known_classes(self.stoch)                 # a sample's classes carry over
-        return f if cls is None else remember_classes(f, cls)
+        return carry_classes(self.stoch, torch.cat([self.deter, self.stoch.flatten(-2)], -1))
 
 
 @register_backbone("rssm")
@@ -271,10 +269,7 @@ class RSSM(Backbone):
             x = torch.cat([m(v) for m, v in zip(self.dyn_in, (deter, stoch.flatten(-2), action),
                                                  strict=True)], -1)
         elif self.onehot_core and not stoch.requires_grad:      # [z, a]: z one-hot, no grad
-            x, m = torch.cat([stoch.flatten(-2), action], -1), self.img_in
-            cls = known_classes(stoch)
-            if cls is not None:
-                remember_classes(x, cls)
+            x, m = carry_classes(stoch, torch.cat([stoch.flatten(-2), action], -1)), self.img_in
             x = m.act(m.norm(onehot_linear(x, m.linear, (0, *self.zshape))))
         else:
             x = self.img_in(torch.cat([stoch.flatten(-2), action], -1))
