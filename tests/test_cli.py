@@ -54,6 +54,15 @@ def test_console_entry_point_no_traceback():
     assert out.returncode == 2 and "Traceback" not in out.stderr and "Nope-v9" in out.stderr
 
 
+def test_a_closed_pipe_stops_quietly():
+    """`vawm presets | head -1`: the reader leaves early; no BrokenPipeError traceback."""
+    p = subprocess.Popen([sys.executable, "-u", "-m", "vawm", "presets"],   # -u: every print writes
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()                                                  # nobody reads
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 141 and "Traceback" not in err, err
+
+
 def test_set_overrides_types():
     from vawm.config import build_config
     cfg = build_config("tiny", {"seed": 3}, ["rssm.deter=48", "optim.model_lr=2e-4",

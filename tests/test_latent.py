@@ -252,3 +252,21 @@ def test_vaml_runs_on_rssm_with_prior_samples():
     agent = Agent(cfg, info)
     m = agent.train_step(random_batch(cfg, info))
     assert "vaml/loss" in m and "vaml/uncalibrated" in m
+
+
+@pytest.mark.parametrize("b", [0, 1])
+def test_calibration_is_void_on_a_deterministic_model(b):
+    """A deterministic model's n samples are one prediction: s^2 = 0, so (m,b)-CVAML trains
+    exactly as (m,b)-VAML (why experiments/cvaml-dmc-cpu*.yaml run no deterministic CVAML cells);
+    on a Gaussian model the two differ."""
+    def params(preset, dynamics):
+        cfg, agent = _agent(f"latent.dynamics={dynamics}", preset=f"latent-cpu,tiny,{preset}")
+        _trained(agent)
+        torch.manual_seed(1)
+        for seed in range(3):
+            agent.train_step(_batch(cfg, seed))
+        return [p.detach().clone() for p in agent.parameters()]
+
+    for dynamics, same in (("deterministic", True), ("gaussian", False)):
+        plain, cal = params(f"vaml-1-{b}", dynamics), params(f"cvaml-1-{b}", dynamics)
+        assert all(torch.equal(p, q) for p, q in zip(plain, cal, strict=True)) == same, dynamics

@@ -7,6 +7,7 @@ the bad value and the valid choices and exits with code 2 — never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -224,7 +225,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if cmd not in COMMANDS:
         return _fail(f"unknown command {cmd!r}; valid commands: {', '.join(COMMANDS)}")
-    return COMMANDS[cmd](rest)
+    try:
+        return COMMANDS[cmd](rest)
+    except BrokenPipeError:          # `vawm sweep ... --dry-run | head`: the reader left; stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no error at exit flush
+        return 141                   # 128 + SIGPIPE, as a shell tool killed by the pipe
 
 
 if __name__ == "__main__":
