@@ -140,6 +140,47 @@ def test_failing_cell_is_retried_then_reported(tmp_path):
     assert state["status"] == "failed" and [a["rc"] for a in state["attempts"]] == [1, 1, 1, 2]
 
 
+FAKE_TRAIN = """
+import json, sys, time
+from pathlib import Path
+d = Path(sys.argv[sys.argv.index("--run-dir") + 1]); d.mkdir(parents=True, exist_ok=True)
+t0 = time.time(); time.sleep(1.0)
+(d / "span.json").write_text(json.dumps([t0, time.time()]))
+(d / "summary.json").write_text(json.dumps({"status": "finished"}))
+"""
+
+
+def test_a_cell_another_process_runs_is_left_to_it(tmp_path):
+    import fcntl
+    cell = parse_sweep({"grid": {"backbone": ["rssm"], "env": ["gym:x"], "seed": [0]}}).cells[0]
+    key = cell.name.replace("/", "__")
+    lock = tmp_path / SWEEP_DIR / "locks" / f"{key}.lock"
+    lock.parent.mkdir(parents=True)
+    with open(lock, "a") as held:                                     # "another process"
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        res = run_cell(cell.to_json(), str(tmp_path), 0, [PY, "-c", FAKE_TRAIN])
+        assert res["status"] == "busy" and not (tmp_path / cell.name).exists()
+        assert not (tmp_path / SWEEP_DIR / "cells" / f"{key}.json").exists()
+    res = run_cell(cell.to_json(), str(tmp_path), 0, [PY, "-c", FAKE_TRAIN])   # released
+    assert res["status"] == "finished"
+
+
+def test_local_cells_run_max_concurrent_at_a_time(tmp_path, capsys):
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml.safe_dump({"name": "c", "grid": {"backbone": ["rssm"], "env": ["gym:x"],
+                                                       "seed": [0, 1, 2, 3, 4]}}))
+    root = tmp_path / "root"
+    assert sweep_cli.main([str(f), "--root", str(root), "--no-ray", "--max-concurrent", "0"]) == 2
+    assert "--max-concurrent" in capsys.readouterr().err
+    rc = sweep_cli.main([str(f), "--root", str(root), "--no-ray", "--no-progress",
+                         "--max-concurrent", "2", "--train-cmd", f"{PY} -c '{FAKE_TRAIN}'"])
+    assert rc == 0, capsys.readouterr().err
+    spans = [json.loads((root / f"rssm/gym-x/seed{s}/span.json").read_text()) for s in range(5)]
+    events = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans])
+    running = [sum(d for _, d in events[:i + 1]) for i in range(len(events))]
+    assert max(running) == 2                                          # two at once, never three
+
+
 def test_cli_sequential_fallback_and_conflicts(tmp_path, monkeypatch, capsys):
     f = tmp_path / "s.yaml"
     f.write_text(yaml.safe_dump({"name": "s", "grid": {"backbone": ["rssm"], "env": ["gym:x"],

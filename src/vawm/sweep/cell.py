@@ -3,7 +3,9 @@
 Bookkeeping lives beside the run directories, under ``ROOT/_sweep/``:
 ``cells/<key>.json`` (arguments and attempts), ``logs/<key>.log`` (the trainer's output),
 ``failed/<key>.<time>/`` (a half-written run without a checkpoint, moved aside before a fresh
-start). This module is imported by Ray workers, so it must not import Ray.
+start), ``locks/<key>.lock`` (held while a process runs the cell, so two sweep processes on
+the same root never run one cell twice). This module is imported by Ray workers, so it must
+not import Ray.
 """
 
 from __future__ import annotations
@@ -16,8 +18,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:      # not POSIX: no cross-process cell lock
+    fcntl = None
 
 BAD_INPUT = 2            # `vawm train` exits 2 on bad input: retrying cannot help
 SWEEP_DIR = "_sweep"
@@ -99,18 +107,60 @@ def _stop(proc: subprocess.Popen, grace_s: float = 15.0) -> None:
         proc.wait()
 
 
+def _lock(path: Path):
+    """An exclusive lock on ``path`` held until the returned file is closed (or the process
+    dies), or None when another process holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    f = open(path, "a")
+    if fcntl is not None:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            return None
+    return f
+
+
+def _wait(proc: subprocess.Popen, stop: threading.Event | None) -> int:
+    """The trainer's exit code; ``KeyboardInterrupt`` once ``stop`` is set (the sweep's main
+    thread was interrupted while this cell ran in a worker thread)."""
+    while stop is not None:
+        try:
+            return proc.wait(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            if stop.is_set():
+                raise KeyboardInterrupt from None
+    return proc.wait()
+
+
 def run_cell(cell: dict, root: str, retries: int, train_cmd: list[str] | None = None,
-             threads: int | None = None) -> dict:
+             threads: int | None = None, stop: threading.Event | None = None) -> dict:
     """Run one cell to completion; returns ``{"name", "status", "attempts", "error"}``.
 
     Each attempt resumes from ``checkpoints/latest.pt`` when the run has one (a failed or killed
     attempt, or an earlier interrupted sweep), else starts fresh into the same directory after
     moving any half-written run aside. Exit code 2 (bad input) is not retried. A
-    ``KeyboardInterrupt`` stops the trainer, records the attempt and propagates.
+    ``KeyboardInterrupt`` (or ``stop`` set by another thread) stops the trainer at a checkpoint,
+    records the attempt and propagates. A cell another process is running is left to it
+    (status ``busy``). The trainer runs in its own session: a terminal's Ctrl-C reaches the
+    sweep, which stops the trainer with one SIGTERM.
     """
     root_p = Path(root)
     run_dir = root_p / cell["name"]
     key = cell["name"].replace("/", "__")
+    lock = _lock(root_p / SWEEP_DIR / "locks" / f"{key}.lock")
+    if lock is None:
+        return {"name": cell["name"], "status": "busy", "attempts": None,
+                "error": "another sweep process is running this cell"}
+    try:
+        return _run_locked(cell, root_p, run_dir, key, retries, train_cmd, threads, stop)
+    finally:
+        lock.close()
+
+
+def _run_locked(cell: dict, root_p: Path, run_dir: Path, key: str, retries: int,
+                train_cmd: list[str] | None, threads: int | None,
+                stop: threading.Event | None) -> dict:
     state_path = root_p / SWEEP_DIR / "cells" / f"{key}.json"
     log_path = root_p / SWEEP_DIR / "logs" / f"{key}.log"
     train_cmd = train_cmd or default_train_cmd()
@@ -141,9 +191,10 @@ def run_cell(cell: dict, root: str, retries: int, train_cmd: list[str] | None = 
             log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n")
             log.flush()
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                    stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+                                    stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+                                    start_new_session=True)
             try:
-                rc = proc.wait()
+                rc = _wait(proc, stop)
             except BaseException:
                 _stop(proc)
                 attempt.update(end=time.time(), rc=proc.returncode)

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from vawm.sweep.cell import SWEEP_DIR, cell_status, read_json, write_json
-from vawm.sweep.execute import RAY_HINT, Progress, ray_available, run_ray, run_sequential
+from vawm.sweep.execute import RAY_HINT, Progress, ray_available, run_local, run_ray
 from vawm.sweep.spec import Cell, Sweep, SweepError, load_sweep, select
 
 
@@ -25,8 +25,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="an existing Ray cluster (e.g. auto, HEAD_IP:6379, "
                                      "ray://HEAD_IP:10001); default: start Ray on this machine")
     p.add_argument("--no-ray", action="store_true",
-                   help="run the cells one after another even if Ray is installed")
-    p.add_argument("--max-concurrent", type=int, help="most cells running at once")
+                   help="run the cells as subprocesses of this machine, --max-concurrent at a "
+                        "time (default one after another), even if Ray is installed")
+    p.add_argument("--max-concurrent", type=int,
+                   help="most cells running at once (Ray: default the cluster's capacity; "
+                        "without Ray: default 1)")
     p.add_argument("--cpus-per-cell", type=float, help="Ray CPUs per cell (resources.cpus)")
     p.add_argument("--gpus-per-cell", type=float, help="Ray GPUs per cell (resources.gpus)")
     p.add_argument("--retries", type=int, help="retries of a failing cell (default: the file's, "
@@ -84,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     except SweepError as e:
         print(f"vawm sweep: {e}", file=sys.stderr)
         return 2
+    if args.max_concurrent is not None and args.max_concurrent < 1:
+        print(f"vawm sweep: --max-concurrent must be >= 1, got {args.max_concurrent}",
+              file=sys.stderr)
+        return 2
     root = Path(args.root or Path("runs") / sweep.name).resolve()
     if args.dry_run:
         print(describe(sweep, cells, root))
@@ -110,15 +117,17 @@ def main(argv: list[str] | None = None) -> int:
     log = sys.stderr
     print(f"vawm sweep {sweep.name}: {len(cells)} cells under {root}; {skipped} already "
           f"finished, {len(todo)} to run", file=log)
-    if not use_ray and len(todo) > 1 and not args.no_ray:
-        print(f"Ray is not installed: running the cells one after another. For parallel cells "
-              f"install it: {RAY_HINT}", file=log)
+    if not use_ray and len(todo) > 1 and not args.no_ray and not args.max_concurrent:
+        print(f"Ray is not installed: running the cells one after another (--max-concurrent N "
+              f"runs N at once here; for a cluster install Ray: {RAY_HINT})", file=log)
     failed: list[dict] = []
     progress = Progress(sweep.name, len(cells), skipped, enabled=not args.no_progress)
     progress.update()
 
     def on_result(res: dict) -> None:
-        if res["status"] != "finished":
+        if res["status"] == "busy":
+            progress.note(f"skipped: {res['name']}: {res['error']}")
+        elif res["status"] != "finished":
             failed.append(res)
             progress.note(f"failed: {res['name']}: {res['error']}")
 
@@ -133,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
             run_ray(payload, str(root), retries, train_cmd, progress, on_result,
                     address=args.address, cpus=cpus, gpus=gpus, max_concurrent=max_conc)
         else:
-            run_sequential(payload, str(root), retries, train_cmd, progress, on_result)
+            run_local(payload, str(root), retries, train_cmd, progress, on_result,
+                      max_concurrent=args.max_concurrent or 1)
     except KeyboardInterrupt:
         progress.close()
         print(f"\nvawm sweep: interrupted after {time.time() - start:.0f}s; "

@@ -1,13 +1,16 @@
-"""Executors for a sweep's cells: Ray (local or a cluster) or one after another, with progress."""
+"""Executors for a sweep's cells, with progress: Ray (local or a cluster) or subprocesses of this
+machine (``--no-ray``, ``--max-concurrent`` at a time)."""
 
 from __future__ import annotations
 
 import math
 import os
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import TextIO
 
 from vawm.sweep.cell import run_cell
@@ -77,19 +80,38 @@ def ray_available() -> bool:
     return True
 
 
-def run_sequential(cells: list[dict], root: str, retries: int, train_cmd: list[str] | None,
-                   progress: Progress, on_result: Callable[[dict], None]) -> None:
-    """Run cells one after another in this process (each as a ``vawm train`` subprocess)."""
-    for cell in cells:
-        progress.update(running=1)
+def _account(progress: Progress, res: dict) -> None:
+    """A cell came back: finished, failed, or ``busy`` (another sweep process runs it: neither)."""
+    progress.update(running=-1, finished=res["status"] == "finished",
+                    failed=res["status"] == "failed")
+
+
+def run_local(cells: list[dict], root: str, retries: int, train_cmd: list[str] | None,
+              progress: Progress, on_result: Callable[[dict], None],
+              max_concurrent: int = 1) -> None:
+    """Run cells as ``vawm train`` subprocesses of this machine, ``max_concurrent`` at a time
+    (threads only wait on them). An interrupt stops every running trainer at a checkpoint."""
+    stop = threading.Event()
+    todo, inflight = deque(cells), {}
+    with ThreadPoolExecutor(max(1, max_concurrent)) as pool:
         try:
-            res = run_cell(cell, root, retries, train_cmd)
+            while todo or inflight:
+                while todo and len(inflight) < max(1, max_concurrent):
+                    cell = todo.popleft()
+                    fut = pool.submit(run_cell, cell, root, retries, train_cmd, None, stop)
+                    inflight[fut] = cell
+                    progress.update(running=1)
+                done, _ = wait(inflight, timeout=1.0, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    del inflight[fut]
+                    res = fut.result()
+                    _account(progress, res)
+                    on_result(res)
         except BaseException:
-            progress.update(running=-1)
+            stop.set()
+            wait(inflight)
+            progress.update(running=-len(inflight))
             raise
-        ok = res["status"] == "finished"
-        progress.update(running=-1, finished=ok, failed=not ok)
-        on_result(res)
 
 
 def ray_capacity(resources: dict, cpus: float, gpus: float) -> int:
@@ -150,8 +172,7 @@ def run_ray(cells: list[dict], root: str, retries: int, train_cmd: list[str] | N
                     except Exception as e:  # worker died past max_retries, or task error
                         res = {"name": cell["name"], "status": "failed", "attempts": None,
                                "error": f"{type(e).__name__}: {str(e).splitlines()[0]}"}
-                    progress.update(running=-1, finished=res["status"] == "finished",
-                                    failed=res["status"] != "finished")
+                    _account(progress, res)
                     on_result(res)
         except BaseException:
             for ref in inflight:
