@@ -102,6 +102,21 @@ def test_iqm_interval_contains_point():
         assert lo <= pt <= hi
 
 
+def test_a_methods_interval_does_not_depend_on_the_others():
+    """Same data, same seed -> same interval, whichever methods share the call and in which
+    order (a README row of one method matches the full report's)."""
+    rng = np.random.default_rng(0)
+    x, y = rng.random((5, 3)), rng.random((5, 3))
+    np.random.seed(123)
+    alone = aggregate.interval_estimates({"x": x}, reps=300)["x"]
+    assert np.random.randint(1 << 30) == np.random.RandomState(123).randint(1 << 30)  # restored
+    both = aggregate.interval_estimates({"y": y, "x": x}, reps=300)
+    assert both["x"] == alone and both["y"] != alone
+    assert aggregate.interval_estimates({"x": x}, reps=300, seed=1)["x"] != alone
+    p_alone = aggregate.improvement_probabilities({"xy": (x, y)}, reps=300)["xy"]
+    assert aggregate.improvement_probabilities({"yx": (y, x), "xy": (x, y)}, reps=300)["xy"] == p_alone
+
+
 def test_binned_curve_and_ci():
     edges = np.linspace(0, 100, 6)                     # 5 bins of 20
     b = curves.binned(np.array([0, 10, 50, 90]), np.array([1.0, 3.0, 5.0, 7.0]), edges)

@@ -42,22 +42,41 @@ def _aggregates(x: np.ndarray) -> np.ndarray:
                      metrics.aggregate_mean(x), metrics.aggregate_median(x)])
 
 
+def _estimates(data: dict, fn, reps: int, ci: float, seed: int) -> tuple[dict, dict]:
+    """rliable's point estimates and stratified-bootstrap intervals, reproducible: each entry of
+    ``data`` is bootstrapped from ``seed`` afresh, so its interval depends on its data and the
+    seed only, not on which other entries (methods, pairs) share the call, nor on the run.
+    rliable's StratifiedBootstrap draws its indices from NumPy's global generator, not from the
+    ``random_state`` it is given (rliable 1.2), so the global one is seeded here and restored."""
+    from rliable import library as rly
+
+    pts, cis = {}, {}
+    saved = np.random.get_state()
+    try:
+        with warnings.catch_warnings():  # arch warns about RandomState, which rliable passes
+            warnings.simplefilter("ignore", FutureWarning)
+            for k, v in data.items():
+                np.random.seed(seed)
+                p, c = rly.get_interval_estimates({k: v}, fn, reps=reps,
+                                                  confidence_interval_size=ci,
+                                                  random_state=np.random.RandomState(seed))
+                pts[k], cis[k] = p[k], c[k]
+    finally:
+        np.random.set_state(saved)
+    return pts, cis
+
+
 def interval_estimates(scores: dict[str, np.ndarray], reps: int = 10_000, seed: int = 0,
                        ci: float = 0.95) -> dict[str, dict[str, tuple[float, float, float]]]:
     """IQM, optimality gap (threshold 1), mean and median of normalised scores, each as
     (point, low, high) with a stratified-bootstrap ``ci`` interval (percentile method).
 
     scores: method -> (runs x tasks) matrix of normalised scores."""
-    from rliable import library as rly
 
     scores = {m: x for m, x in scores.items() if x.size}
     if not scores:
         return {}
-    with warnings.catch_warnings():  # arch warns about RandomState, which rliable passes
-        warnings.simplefilter("ignore", FutureWarning)
-        pts, cis = rly.get_interval_estimates(scores, _aggregates, reps=reps,
-                                              confidence_interval_size=ci,
-                                              random_state=np.random.RandomState(seed))
+    pts, cis = _estimates(scores, _aggregates, reps, ci, seed)
     return {m: {k: (float(pts[m][i]), float(cis[m][0, i]), float(cis[m][1, i]))
                 for i, k in enumerate(METRICS)} for m in scores}
 
@@ -68,29 +87,21 @@ def improvement_probabilities(pairs: dict[str, tuple[np.ndarray, np.ndarray]], r
     """P(X > Y) (Agarwal et al. 2021: per task the Mann-Whitney statistic of X's runs against
     Y's, averaged over tasks; scale-free, so tasks on different scales combine) with a
     stratified-bootstrap ``ci`` interval. pairs: name -> ((runs x tasks) X, (runs x tasks) Y)."""
-    from rliable import library as rly
     from rliable import metrics
 
     pairs = {k: v for k, v in pairs.items() if v[0].size and v[1].size}
     if not pairs:
         return {}
     fn = lambda x, y: np.array([metrics.probability_of_improvement(x, y)])   # noqa: E731
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        pts, cis = rly.get_interval_estimates(pairs, fn, reps=reps, confidence_interval_size=ci,
-                                              random_state=np.random.RandomState(seed))
+    pts, cis = _estimates(pairs, fn, reps, ci, seed)
     return {k: (float(pts[k][0]), float(cis[k][0, 0]), float(cis[k][1, 0])) for k in pairs}
 
 
 def iqm_per_task(runs: np.ndarray, reps: int = 10_000, seed: int = 0, ci: float = 0.95
                  ) -> tuple[float, float, float]:
     """IQM over the runs of one task with a bootstrap ``ci`` interval.  runs: [n]"""
-    from rliable import library as rly
     from rliable import metrics
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        pts, cis = rly.get_interval_estimates(
-            {"x": runs.reshape(-1, 1)}, lambda x: np.array([metrics.aggregate_iqm(x)]),
-            reps=reps, confidence_interval_size=ci, random_state=np.random.RandomState(seed))
+    pts, cis = _estimates({"x": runs.reshape(-1, 1)},
+                          lambda x: np.array([metrics.aggregate_iqm(x)]), reps, ci, seed)
     return float(pts["x"][0]), float(cis["x"][0, 0]), float(cis["x"][1, 0])
