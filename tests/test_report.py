@@ -187,6 +187,17 @@ def report(tmp_path_factory) -> tuple[Path, str]:
     return out, (out / "report.md").read_text()
 
 
+def test_several_roots_make_one_report(report, tmp_path):
+    """`vawm report A B`: the experiments (and Garnet summaries) of every root, nothing else."""
+    root, out = report[0].parent, tmp_path / "two"
+    assert report_main([str(root / "abl"), str(root / "garnet"), "--out", str(out),
+                        "--no-figures", "--reps", "50"]) == 0
+    md = (out / "report.md").read_text()
+    assert md.count("## ablation-test") == 1 and "## Garnet" in md and "Roots `" in md
+    assert "atari-test" not in md
+    assert report_main([str(root / "abl"), str(tmp_path / "nope")]) == 2
+
+
 def test_atari_table_known_numbers(report):
     _, md = report
     # per-game means and % against the baseline column

@@ -236,16 +236,22 @@ def write_scores_csv(path: Path, experiments: list[Experiment]) -> None:
 
 
 # ---------------------------------------------------------------------------- the report
-def build_report(root: Path, out: Path, reps: int = 5000, seed: int = 0,
+def build_report(root: Path | list[Path], out: Path, reps: int = 5000, seed: int = 0,
                  figures: bool = True) -> Path:
-    """Read every run under ``root`` and write ``out/report.md`` (+ figures, scores.csv)."""
-    root, out = root.resolve(), out.resolve()
+    """Read every run under ``root`` (one directory or several, e.g. the sweeps of one study)
+    and write ``out/report.md`` (+ figures, scores.csv)."""
+    roots = [r.resolve() for r in (root if isinstance(root, list) else [root])]
+    out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     figdir = out / "figures" if figures else None
     if figdir is not None and figdir.is_dir():
         for old in figdir.glob("*.png"):   # figures of an earlier report of other runs
             old.unlink()
-    experiments, warns = collect(root, exclude=out)
+    experiments, warns = [], []
+    for r in roots:
+        e, w = collect(r, exclude=out)
+        experiments += e
+        warns += w
     experiments.sort(key=lambda e: (LAYOUT_ORDER.index(e.layout)
                                     if e.layout in LAYOUT_ORDER else 9, e.name))
     refs_all = tables.load_atari_reference()
@@ -253,7 +259,8 @@ def build_report(root: Path, out: Path, reps: int = 5000, seed: int = 0,
     n_runs = sum(len(e.runs) for e in experiments)
     n_fin = sum(r.status == "finished" for e in experiments for r in e.runs)
     doc = ["# vawm report", "",
-           f"Root `{root}`; {time.strftime('%Y-%m-%d %H:%M')}. {n_runs} run(s), {n_fin} "
+           f"Root{'s' * (len(roots) > 1)} {', '.join(f'`{r}`' for r in roots)}; "
+           f"{time.strftime('%Y-%m-%d %H:%M')}. {n_runs} run(s), {n_fin} "
            f"finished, in {len(experiments)} experiment(s).", ""]
     if warns:
         doc += ["**Warnings**", "", *[f"- {w}" for w in warns], ""]
@@ -290,13 +297,13 @@ def build_report(root: Path, out: Path, reps: int = 5000, seed: int = 0,
         doc += ["#### Missing runs", "", *(notes or ["None: every expected run finished."]), ""]
         if figdir is not None:
             doc += ["#### Curves", "", *curve_section(exp, g, figdir, refs), ""]
-    cost_rows, bad = load_cost_rows(find_files(root, "*cost*.json", out))
+    cost_rows, bad = load_cost_rows([p for r in roots for p in find_files(r, "*cost*.json", out)])
     if cost_rows or bad:
         doc += ["## Compute cost (VaR, anon. 2025, Table 4)", ""]
         doc += cost_section(cost_rows, atari_means) if cost_rows else []
         doc += [f"Unreadable cost file (expected rows with backbone, objective, env, "
                 f"s_per_update, peak_rss_mb, peak_gpu_mb, device): {b}" for b in bad] + [""]
-    for p in garnet_summaries(root, out):
+    for root, p in [(r, p) for r in roots for p in garnet_summaries(r, out)]:
         text = p.read_text()
         doc += [f"## Garnet (`{_relpath(p.parent, root)}`)", "",
                 embed_markdown(text, p.parent, out), ""]
