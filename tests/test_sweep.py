@@ -84,6 +84,16 @@ def test_experiment_files_parse_and_state_compute():
     assert counts["ablation-adaptive"] == 5 * 3 * 5
 
 
+def test_cvaml_ablations_share_their_reference_cells():
+    """experiments/cvaml-dmc-ablations.yaml under cvaml-dmc.yaml's --root reuses its 4 reference
+    methods' cells: same names, same train arguments (no conflict, nothing run twice)."""
+    abl = {c.name: c for c in load_sweep(REPO / "experiments/cvaml-dmc-ablations.yaml").cells}
+    main = {c.name: c for c in load_sweep(REPO / "experiments/cvaml-dmc.yaml").cells}
+    shared = set(abl) & set(main)
+    assert len(shared) == 4 * 7 * 20 and len(abl) - len(shared) == 7 * 7 * 20
+    assert all(abl[k].train_args() == main[k].train_args() for k in shared)
+
+
 def test_experiment_cells_build_valid_configs():
     """Every cell's presets, --set keys and env id are accepted by `vawm train`'s config."""
     from vawm.config import build_config
