@@ -9,7 +9,8 @@ Reads the sweep's runs as ``vawm report`` does (``vawm.report``), and writes
 over seeds), the IQM over tasks and seeds of range-normalised returns (``(return - min) / (max -
 min)`` with each task's possible returns, ``vawm.report.tables.RETURN_RANGES``) with a 95%
 stratified-bootstrap CI, the probability of improvement over the method's baseline, the cost per
-update from an ``objective_cost.py`` record, the commits the runs recorded, and a ``readme`` row.
+update from an ``objective_cost.py`` record, any further ``--pair A:B`` probabilities P(A > B), the
+commits the runs recorded, and a ``readme`` row.
 Only complete methods count towards the aggregate (the seeds finished on every task); what is
 missing is stated in the row.
 """
@@ -46,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cost", type=Path, help="an objective_cost.py record (benchmarks/results)")
     p.add_argument("--order", type=int, default=45)
     p.add_argument("--reps", type=int, default=5000)
+    p.add_argument("--pair", action="append", default=[], metavar="A:B",
+                   help="also P(A > B) for methods A, B (repeatable), beside each method's "
+                        "P(> its baseline)")
     args = p.parse_args(argv)
     experiments, _ = collect(args.root)
     if len(experiments) != 1:
@@ -61,6 +65,16 @@ def main(argv: list[str] | None = None) -> int:
     pairs = {m: (mats[m], mats[exp.baselines.get(m) or first]) for m in mats
              if m != first and (exp.baselines.get(m) or first) in mats}
     poi = aggregate.improvement_probabilities(pairs, reps=args.reps, seed=0)
+    extra = {}
+    for spec in args.pair:
+        a, _, b = spec.partition(":")
+        if a not in exp.methods or b not in exp.methods:
+            print(f"sweep_row: --pair {spec}: methods are {', '.join(exp.methods)}",
+                  file=sys.stderr)
+            return 2
+        if a in mats and b in mats:
+            extra[spec] = (mats[a], mats[b])
+    extra_p = aggregate.improvement_probabilities(extra, reps=args.reps, seed=0)
     cost = cost_by_objective(args.cost)
     objective = {r.method: r.objective for r in exp.runs}
     per = {}
@@ -87,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         if d["cost_pct"] is not None and m != first:
             s += f", {d['cost_pct']:+.1f}% time per update"
         parts.append(s)
+    for spec, (pt, lo, hi) in extra_p.items():
+        a, _, b = spec.partition(":")
+        parts.append(f"P({per[a]['label']} > {per[b]['label']}) {pt:.2f} [{lo:.2f}, {hi:.2f}]")
     result = (f"range-normalised returns over {len(envs)} tasks x seeds "
               f"({', '.join(envs)}; 95% stratified-bootstrap CIs): " + "; ".join(parts)
               + f". {n_done}/{len(exp.expected)} runs finished; per-task table in the report")
@@ -94,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     out = {"command": args.command, "seeds": sorted({c.seed for c in exp.expected}),
            "budget": f"{', '.join(map(str, budgets))} env steps per run",
            **provenance(None), "run_commits": commits, "methods": per,
+           "pairs": {k: list(v) for k, v in extra_p.items()},
            "readme": {"what": args.what, "command": args.command, "result": result,
                       "order": args.order}}
     return publish(args.name, out)
