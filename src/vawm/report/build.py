@@ -303,9 +303,9 @@ def build_report(root: Path | list[Path], out: Path, reps: int = 5000, seed: int
         doc += cost_section(cost_rows, atari_means) if cost_rows else []
         doc += [f"Unreadable cost file (expected rows with backbone, objective, env, "
                 f"s_per_update, peak_rss_mb, peak_gpu_mb, device): {b}" for b in bad] + [""]
-    for root, p in [(r, p) for r in roots for p in garnet_summaries(r, out)]:
+    for base, p in [(r, p) for r in roots for p in garnet_summaries(r, out)]:
         text = p.read_text()
-        doc += [f"## Garnet (`{_relpath(p.parent, root)}`)", "",
+        doc += [f"## Garnet (`{_relpath(p.parent, base)}`)", "",
                 embed_markdown(text, p.parent, out), ""]
         for png in sorted(p.parent.glob("*.png")):   # its figures, unless the summary shows them
             if png.name not in text:

@@ -91,12 +91,12 @@ def run_local(cells: list[dict], root: str, retries: int, train_cmd: list[str] |
               max_concurrent: int = 1) -> None:
     """Run cells as ``vawm train`` subprocesses of this machine, ``max_concurrent`` at a time
     (threads only wait on them). An interrupt stops every running trainer at a checkpoint."""
-    stop = threading.Event()
+    stop, limit = threading.Event(), max(1, max_concurrent)
     todo, inflight = deque(cells), {}
-    with ThreadPoolExecutor(max(1, max_concurrent)) as pool:
+    with ThreadPoolExecutor(limit) as pool:
         try:
             while todo or inflight:
-                while todo and len(inflight) < max(1, max_concurrent):
+                while todo and len(inflight) < limit:
                     cell = todo.popleft()
                     fut = pool.submit(run_cell, cell, root, retries, train_cmd, None, stop)
                     inflight[fut] = cell
