@@ -329,3 +329,47 @@ def test_range_normalised_aggregate_over_tasks_of_different_scales(tmp_path):
     assert agg_a[3].startswith("0.500 ") and agg_b[3].startswith("0.900 ")
     assert agg_a[5] == "2 x 2" and "left out: minatar:breakout" in md
     assert (tmp_path / "h2h_aggregates.png").exists()
+
+
+def test_late_diagnostics_table_hand_computed(tmp_path):
+    """Voelcker et al. 2025 App. C.3: per method and task, the mean of a logged diagnostic over
+    each finished run's second half of training, mean ± std over seeds, difference to the
+    baseline; methods that do not log a key get no column; unfinished runs are not counted."""
+    from vawm.report.runs import Cell, Experiment, Run
+    from vawm.report.sections import diagnostics_section, gather, late_mean
+
+    rows = [{"env_step": s, "wm/model_entropy": float(s)} for s in (0, 25, 50, 75, 100)]
+    assert late_mean(rows, "wm/model_entropy", 100) == pytest.approx((50 + 75 + 100) / 3)
+    assert late_mean(rows, "wm/model_entropy", 400) is None          # nothing past 200 logged
+    assert late_mean(rows, "vaml/loss", 100) is None
+    env = "dmc:walker-walk"
+    runs, metrics, expected = [], {}, []
+    late = {("vaml", 0): 2.0, ("vaml", 1): 4.0, ("cvaml", 0): 5.0, ("cvaml", 1): 9.0}
+    for (m, seed), v in late.items():
+        p = tmp_path / f"{m}{seed}"
+        runs.append(Run(path=p, env=env, backbone="latent", objective="vaml", method=m, seed=seed,
+                        status="finished", score=1.0,
+                        steps=100, env_steps=100))
+        # early values must not count: 1000 before step 50
+        metrics[p] = [{"env_step": s, "wm/model_entropy": 1000.0 if s < 50 else v,
+                       "vaml/loss": 0.5} for s in range(0, 101, 10)]
+        expected.append(Cell(method=m, env=env, seed=seed))
+    p = tmp_path / "det0"         # a deterministic model: no entropy logged
+    runs.append(Run(path=p, env=env, backbone="latent", objective="vaml", method="det", seed=0,
+                    status="finished", score=1.0,
+                    steps=100, env_steps=100))
+    metrics[p] = [{"env_step": s, "vaml/loss": 0.25} for s in range(0, 101, 10)]
+    expected += [Cell(method="det", env=env, seed=s) for s in (0, 1)]   # seed 1 missing
+    exp = Experiment(name="c", layout="generic", runs=runs, expected=expected,
+                     methods=["det", "vaml", "cvaml"],
+                     baselines={"det": None, "vaml": None, "cvaml": "vaml"})
+    md = "\n".join(diagnostics_section(exp, gather(exp), metrics))
+    ent = md.split("**model entropy")[1].split("**")[1]
+    head = [r for r in ent.splitlines() if r.startswith("| Task")][0]
+    assert "det" not in head and "vaml" in head
+    row = table_rows(ent, env)[0]
+    assert row[1] == f"3.0 ± {np.std([2.0, 4.0], ddof=1):.1f} (n=2)"
+    assert row[2] == f"7.0 ± {np.std([5.0, 9.0], ddof=1):.1f} (n=2) (↑4.0)"
+    loss = md.split("VAML loss as trained")[1]
+    assert table_rows(loss, env)[0][1] == "0.250 ± 0.000 (n=1)†"     # 1/2 seeds: flagged
+    assert diagnostics_section(exp, gather(exp), {}) == []           # no metrics: no section

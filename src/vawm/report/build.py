@@ -31,6 +31,7 @@ from vawm.report.sections import (
     ablation_section,
     atari_section,
     capacity_section,
+    diagnostics_section,
     dmc_section,
     gather,
     generic_section,
@@ -293,6 +294,12 @@ def build_report(root: Path | list[Path], out: Path, reps: int = 5000, seed: int
         else:
             lines = [*generic_section(exp, g), "", *generic_stats_section(exp, g, reps, seed, figdir)]
         doc += [*lines, ""]
+        finished = {r.path: load_metrics(r.path) for r in g.runs.values()
+                    if r.status == "finished"}
+        diag = diagnostics_section(exp, g, finished)
+        if diag:
+            doc += ["#### Diagnostics late in training (Voelcker et al. 2025 App. C.3)", "",
+                    *diag, ""]
         notes = missing_notes(exp, g)
         doc += ["#### Missing runs", "", *(notes or ["None: every expected run finished."]), ""]
         if figdir is not None:

@@ -8,6 +8,7 @@ bin, with a Student-t 95% interval over the seeds that reached it.
 
 from __future__ import annotations
 
+import textwrap
 import warnings
 from pathlib import Path
 
@@ -16,7 +17,9 @@ import numpy as np
 DIAGNOSTICS = (("wm/loss_dyn", "L_dyn"), ("var/loss", "L_var"), ("var/beta", "β_var"),
                ("tempo/w_mean", "TEMPO weight"),
                # Voelcker et al. 2025 Fig. 5: the Gaussian model's entropy and the VAML loss
-               ("wm/model_entropy", "model entropy (nats)"), ("vaml/loss", "VAML loss"))
+               # (without the calibration term, so that VAML and CVAML runs compare)
+               ("wm/model_entropy", "model entropy (nats)"),
+               ("vaml/uncalibrated", "VAML loss (uncalibrated)"))
 
 
 def series(rows: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -95,9 +98,9 @@ def plot_grid(panels: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]], path:
                 want = (seeds or {}).get(m) or n_have
                 if n_have < want:
                     short.append(f"{labels.get(m, m)} {n_have}/{want}")
-        if short:
-            ax.text(0.02, 0.97, "n: " + ", ".join(short), transform=ax.transAxes, va="top",
-                    fontsize=6)
+        if short:       # wrapped to the panel's width (~45 characters of 6 pt)
+            ax.text(0.02, 0.97, textwrap.fill("n: " + ", ".join(short), 45),
+                    transform=ax.transAxes, va="top", fontsize=6)
         _style(ax, title)
     handles = [plt.Line2D([], [], color=colors[m], lw=2) for m in methods]
     return _finish(plt, fig, axes, len(panels), handles, [labels.get(m, m) for m in methods],
@@ -123,13 +126,22 @@ def _finish(plt, fig, axes, n: int, handles: list, names: list[str], xlabel: str
         ax.set_xlabel(xlabel, fontsize=8)
     for ax in axes[:, 0]:
         ax.set_ylabel(ylabel, fontsize=8)
-    fig.legend(handles, names, loc="upper center", ncol=min(len(names), 6), fontsize=8,
-               frameon=False)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
+    _legend(fig, handles, names, 8)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def _legend(fig, handles: list, names: list[str], fontsize: int) -> None:
+    """One legend above the panels, as many entries per row as the width holds (~2 in each);
+    the figure grows by the legend's rows, then the panels are laid out below it."""
+    per_row = max(1, min(len(names), 6, int(fig.get_figwidth() / 2.0)))
+    fig.legend(handles, names, loc="upper center", ncol=per_row, fontsize=fontsize,
+               frameon=False)
+    top = 0.25 * -(-len(names) // per_row) + 0.1       # inches for the legend's rows
+    fig.set_figheight(fig.get_figheight() + top)
+    fig.tight_layout(rect=(0, 0, 1, 1 - top / fig.get_figheight()))
 
 
 def _steps(x: float, _pos=None) -> str:
@@ -166,11 +178,14 @@ def plot_diagnostics(rows: dict[str, tuple[np.ndarray, dict[str, dict[str, np.nd
                 if m in per_key.get(k, {}):
                     _band(ax, x, per_key[k][m], labels.get(m, m), colors[m])
             _style(ax, f"{task}: {name}")
-            if r == 0 and c == 0:
-                ax.legend(fontsize=6)
     for ax in axes[-1]:
         ax.set_xlabel("env steps", fontsize=8)
-    fig.tight_layout()
+    # one legend of every method drawn in any panel (a diagnostic some methods do not log,
+    # e.g. a deterministic model's entropy, must not leave the others unnamed)
+    shown = [m for m in methods if any(m in d for _, per_key in rows.values()
+                                       for d in per_key.values())]
+    _legend(fig, [plt.Line2D([], [], color=colors[m], lw=2) for m in shown],
+            [labels.get(m, m) for m in shown], 7)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)
     plt.close(fig)
