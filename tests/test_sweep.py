@@ -175,6 +175,41 @@ def test_a_cell_another_process_runs_is_left_to_it(tmp_path):
     assert res["status"] == "finished"
 
 
+def test_dry_run_shows_running_cells_and_progress_and_writes_nothing(tmp_path, capsys):
+    """--dry-run: a cell whose lock a sweep process holds is ``running``, unfinished cells say
+    how far they got (last metrics line / budget), a totals line ends the listing; a root no
+    sweep ever used is left untouched."""
+    import fcntl
+    f = tmp_path / "d.yaml"
+    f.write_text(yaml.safe_dump({"name": "d", "defaults": {"steps": 1000},
+                                 "grid": {"backbone": ["rssm"], "env": ["gym:x"],
+                                          "seed": [0, 1, 2, 3]}}))
+    root = tmp_path / "root"
+    assert sweep_cli.main([str(f), "--root", str(root), "--dry-run"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].strip() == "4 new" and not root.exists()
+    cells = parse_sweep(yaml.safe_load(f.read_text())).cells
+    d0, d1, d2 = (root / c.name for c in cells[:3])
+    write_json(d0 / "summary.json", {"status": "finished"})
+    for d, step in ((d1, 400), (d2, 600)):
+        (d / "checkpoints").mkdir(parents=True)
+        (d / "checkpoints" / "latest.pt").write_bytes(b"x")
+        (d / "metrics.jsonl").write_text(json.dumps({"env_step": step}) + "\n")
+    lock = root / SWEEP_DIR / "locks" / f"{cells[1].name.replace('/', '__')}.lock"
+    lock.parent.mkdir(parents=True)
+    (root / SWEEP_DIR / "locks" / f"{cells[2].name.replace('/', '__')}.lock").touch()  # released
+    with open(lock, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert sweep_cli.main([str(f), "--root", str(root), "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    listed = {ln.split("] ")[1].split()[0]: ln for ln in out if ln.strip().startswith("[")}
+    assert listed[cells[1].name].strip().startswith("[running  ]")
+    assert "(at 400/1,000 env steps)" in listed[cells[1].name]
+    assert listed[cells[2].name].strip().startswith("[resumable]")
+    assert "(at 600/1,000 env steps)" in listed[cells[2].name]
+    assert "(at" not in listed[cells[0].name] + listed[cells[3].name]
+    assert out[-1].strip() == "1 finished, 1 running, 1 resumable, 1 new"
+
+
 def test_local_cells_run_max_concurrent_at_a_time(tmp_path, capsys):
     f = tmp_path / "c.yaml"
     f.write_text(yaml.safe_dump({"name": "c", "grid": {"backbone": ["rssm"], "env": ["gym:x"],

@@ -121,6 +121,19 @@ def _lock(path: Path):
     return f
 
 
+def is_running(root: Path, name: str) -> bool:
+    """Whether a sweep process holds ``name``'s cell lock now (its trainer is running); writes
+    nothing where no sweep ever ran the cell."""
+    path = root / SWEEP_DIR / "locks" / f"{name.replace('/', '__')}.lock"
+    if not path.is_file():
+        return False
+    f = _lock(path)
+    if f is None:
+        return True
+    f.close()
+    return False
+
+
 def _wait(proc: subprocess.Popen, stop: threading.Event | None) -> int:
     """The trainer's exit code; ``KeyboardInterrupt`` once ``stop`` is set (the sweep's main
     thread was interrupted while this cell ran in a worker thread)."""

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from vawm.sweep.cell import SWEEP_DIR, cell_status, read_json, write_json
+from vawm.sweep.cell import SWEEP_DIR, cell_status, is_running, read_json, write_json
 from vawm.sweep.execute import RAY_HINT, Progress, ray_available, run_local, run_ray
 from vawm.sweep.spec import Cell, Sweep, SweepError, load_sweep, select
 
@@ -67,9 +67,22 @@ def describe(sweep: Sweep, cells: list[Cell], root: Path) -> str:
         lines.append(f"  {sweep.description}")
     for k, v in sweep.compute.items():
         lines.append(f"  compute.{k}: {v}")
+    from vawm.report.runs import last_env_step
+
+    counts: dict[str, int] = {}
     for c in cells:
-        lines.append(f"  [{cell_status(root / c.name):9s}] {c.name}  vawm train "
-                     f"{shlex.join(c.train_args())}")
+        run_dir = root / c.name
+        state = cell_status(run_dir)
+        if state != "finished" and is_running(root, c.name):
+            state = "running"
+        counts[state] = counts.get(state, 0) + 1
+        reached = (last_env_step(run_dir / "metrics.jsonl")
+                   if state in ("running", "resumable", "partial") else None)
+        at = (f"  (at {reached:,}" + (f"/{c.steps:,}" if c.steps else "") + " env steps)"
+              if reached is not None else "")
+        lines.append(f"  [{state:9s}] {c.name}{at}  vawm train {shlex.join(c.train_args())}")
+    order = ("finished", "running", "resumable", "partial", "new")
+    lines.append("  " + ", ".join(f"{counts[k]} {k}" for k in order if counts.get(k)))
     return "\n".join(lines)
 
 
