@@ -373,3 +373,26 @@ def test_late_diagnostics_table_hand_computed(tmp_path):
     loss = md.split("VAML loss as trained")[1]
     assert table_rows(loss, env)[0][1] == "0.250 ± 0.000 (n=1)†"     # 1/2 seeds: flagged
     assert diagnostics_section(exp, gather(exp), {}) == []           # no metrics: no section
+
+
+def test_aggregate_curves_of_a_generic_layout_only_on_one_scale(tmp_path):
+    """Tasks that share a scale (DMC 0..1000) get a mean-over-tasks curve per seed in any layout
+    (Voelcker et al. 2025 §7 aggregates a domain's tasks); tasks on different scales do not."""
+    from vawm.report.build import aggregate_curves
+    from vawm.report.runs import Experiment, Run
+
+    def exp(envs):
+        runs = [Run(path=tmp_path / f"{e}{s}", env=e, backbone="latent", objective="vaml",
+                    method="m", seed=s, status="finished", score=1.0)
+                for e in envs for s in (0, 1)]
+        return Experiment(name="g", layout="generic", runs=runs, expected=[], methods=["m"],
+                          baselines={"m": None})
+    x = np.array([1.0, 2.0])
+    dmc = {"dmc:a": (x, {"m": np.array([[0.0, 10.0], [2.0, 20.0]])}),
+           "dmc:b": (x, {"m": np.array([[4.0, 30.0], [6.0, 40.0]])})}
+    agg = aggregate_curves(exp(list(dmc)), dmc, {})
+    (title, (x_out, per)), = agg.items()
+    assert title == "Proprio: mean over 2 tasks" and np.array_equal(x_out, x)
+    np.testing.assert_allclose(per["m"], [[2.0, 20.0], [4.0, 30.0]])   # per seed, over tasks
+    mixed = {"dmc:a": dmc["dmc:a"], "gym:CartPole-v1": dmc["dmc:b"]}
+    assert aggregate_curves(exp(list(mixed)), mixed, {}) == {}

@@ -23,6 +23,7 @@ from vawm.report.runs import (
     split_env,
 )
 from vawm.report.sections import (
+    SHARED_SCALE_SUITES,
     SUITE_GROUPS,
     Gathered,
     _img,
@@ -129,8 +130,11 @@ def curve_section(exp: Experiment, g: Gathered, figdir: Path, refs: dict) -> lis
 
 def aggregate_curves(exp: Experiment, panels: dict, refs: dict) -> dict:
     """Per-seed mean over tasks of the binned curves (human-normalised for Atari), over the
-    seeds that have every task; one panel per input group (Atari: one)."""
-    if exp.layout not in ("atari100k", "dmc") or len(panels) < 2:
+    seeds that have every task; one panel per input group (Atari: one). Other layouts get it
+    when all their tasks score on one scale (DMC's 0..1000; Voelcker et al. 2025 §7 plots the
+    aggregate over a domain's tasks)."""
+    shared = all(split_env(e)[0] in SHARED_SCALE_SUITES for e in panels)
+    if exp.layout not in ("atari100k", "dmc") and not shared or len(panels) < 2:
         return {}
     groups: dict[str, list[str]] = {}
     for e in panels:

@@ -134,9 +134,9 @@ def _finish(plt, fig, axes, n: int, handles: list, names: list[str], xlabel: str
 
 
 def _legend(fig, handles: list, names: list[str], fontsize: int) -> None:
-    """One legend above the panels, as many entries per row as the width holds (~2 in each);
+    """One legend above the panels, as many entries per row as the width holds (~1.7 in each);
     the figure grows by the legend's rows, then the panels are laid out below it."""
-    per_row = max(1, min(len(names), 6, int(fig.get_figwidth() / 2.0)))
+    per_row = max(1, min(len(names), 6, int(fig.get_figwidth() / 1.7)))
     fig.legend(handles, names, loc="upper center", ncol=per_row, fontsize=fontsize,
                frameon=False)
     top = 0.25 * -(-len(names) // per_row) + 0.1       # inches for the legend's rows
