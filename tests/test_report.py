@@ -335,8 +335,9 @@ def test_late_diagnostics_table_hand_computed(tmp_path):
     """Voelcker et al. 2025 App. C.3: per method and task, the mean of a logged diagnostic over
     each finished run's second half of training, mean ± std over seeds, difference to the
     baseline; methods that do not log a key get no column; unfinished runs are not counted."""
+    from vawm.report.diagnostics import diagnostics_section, late_mean
     from vawm.report.runs import Cell, Experiment, Run
-    from vawm.report.sections import diagnostics_section, gather, late_mean
+    from vawm.report.sections import gather
 
     rows = [{"env_step": s, "wm/model_entropy": float(s)} for s in (0, 25, 50, 75, 100)]
     assert late_mean(rows, "wm/model_entropy", 100) == pytest.approx((50 + 75 + 100) / 3)

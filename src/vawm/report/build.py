@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from vawm.report import curves, tables
+from vawm.report.diagnostics import diagnostics_section
 from vawm.report.runs import (
     Experiment,
     Run,
@@ -32,7 +33,6 @@ from vawm.report.sections import (
     ablation_section,
     atari_section,
     capacity_section,
-    diagnostics_section,
     dmc_section,
     gather,
     generic_section,
