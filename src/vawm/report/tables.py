@@ -245,8 +245,7 @@ def ablation_table(means: dict[str, dict[str, float]], flags: dict[str, dict[str
 def generic_table(stats: dict[str, dict[str, tuple[float, float, int]]],
                   flags: dict[str, dict[str, bool]], methods: list[str],
                   baselines: dict[str, str | None], tasks: list[str],
-                  labels: dict[str, str] | None = None, aggregate: bool = True,
-                  digits: int = 1) -> str:
+                  labels: dict[str, str] | None = None, aggregate: bool = True) -> str:
     """Task | per method: mean ± std (seeds), % of the mean against the baseline; with more
     than one task and ``aggregate``, Task mean and Task median rows (only meaningful when the
     tasks' returns share a scale)."""
@@ -259,8 +258,7 @@ def generic_table(stats: dict[str, dict[str, tuple[float, float, int]]],
             if s is None:
                 row.append(MISSING)
                 continue
-            cell = (f"{s[0]:.{digits}f} ± {s[1]:.{digits}f} (n={s[2]})"
-                    + (FLAG if flags.get(m, {}).get(t) else ""))
+            cell = f"{s[0]:.1f} ± {s[1]:.1f} (n={s[2]})" + (FLAG if flags.get(m, {}).get(t) else "")
             b = baselines.get(m)
             bs = stats.get(b, {}).get(t) if b else None
             if bs is not None:

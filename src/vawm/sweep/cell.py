@@ -121,10 +121,15 @@ def _lock(path: Path):
     return f
 
 
+def lock_path(root: Path, name: str) -> Path:
+    """The cell ``name``'s lock file (held while a sweep process runs it)."""
+    return root / SWEEP_DIR / "locks" / f"{name.replace('/', '__')}.lock"
+
+
 def is_running(root: Path, name: str) -> bool:
     """Whether a sweep process holds ``name``'s cell lock now (its trainer is running); writes
     nothing where no sweep ever ran the cell."""
-    path = root / SWEEP_DIR / "locks" / f"{name.replace('/', '__')}.lock"
+    path = lock_path(root, name)
     if not path.is_file():
         return False
     f = _lock(path)
@@ -161,7 +166,7 @@ def run_cell(cell: dict, root: str, retries: int, train_cmd: list[str] | None = 
     root_p = Path(root)
     run_dir = root_p / cell["name"]
     key = cell["name"].replace("/", "__")
-    lock = _lock(root_p / SWEEP_DIR / "locks" / f"{key}.lock")
+    lock = _lock(lock_path(root_p, cell["name"]))
     if lock is None:
         return {"name": cell["name"], "status": "busy", "attempts": None,
                 "error": "another sweep process is running this cell"}
