@@ -329,3 +329,58 @@ def test_local_sweep_interrupted_and_resumed(tmp_path):
     assert report_main([str(root), "--out", str(tmp_path / "report"), "--no-figures"]) == 0
     md = (tmp_path / "report" / "report.md").read_text()
     assert "4/4 expected runs finished" in md and "| gym:CartPole-v1 |" in md
+
+
+FAKE_RUN = """
+import json, sys
+from pathlib import Path
+d = Path(sys.argv[sys.argv.index("--run-dir") + 1]); d.mkdir(parents=True, exist_ok=True)
+(d / "checkpoints").mkdir(); (d / "checkpoints" / "latest.pt").write_bytes(b"x" * 1000)
+(d / "config.yaml").write_text("seed: 0\\n")
+(d / "metrics.jsonl").write_text(json.dumps({"env_step": 10}) + "\\n")
+(d / "summary.json").write_text(json.dumps({"status": "finished", "args": sys.argv[1:]}))
+"""
+
+
+def test_archive_keeps_records_and_a_fresh_root_continues_from_it(tmp_path, capsys):
+    """--archive: a cell finished before (or while) the sweep runs has its plain files and
+    bookkeeping copied (no checkpoints); a fresh root restores them and runs nothing again; an
+    unfinished run in the way is moved aside, not lost; clashing archives and nested
+    directories are refused with exit 2."""
+    f = tmp_path / "a.yaml"
+    f.write_text(yaml.safe_dump({"name": "a", "grid": {"backbone": ["rssm"], "env": ["gym:x"],
+                                                       "seed": [0, 1, 2]}, "retries": 0}))
+    root, archive = tmp_path / "root", tmp_path / "archive"
+    fake = ["--no-ray", "--no-progress", "--train-cmd", f"{PY} -c '{FAKE_RUN}'"]
+    assert sweep_cli.main([str(f), "--root", str(root), "--only", "seed=0", *fake]) == 0
+    assert sweep_cli.main([str(f), "--root", str(root), "--archive", str(archive), *fake]) == 0
+    assert "0 finished cell(s) restored, 1 archived" in capsys.readouterr().err
+    for s in range(3):
+        cell = archive / f"rssm/gym-x/seed{s}"
+        assert sorted(p.name for p in cell.iterdir()) == ["config.yaml", "metrics.jsonl",
+                                                          "summary.json"]
+        assert (cell / "summary.json").read_text() == (root / cell.relative_to(archive)
+                                                       / "summary.json").read_text()
+        assert (archive / SWEEP_DIR / "cells" / f"rssm__gym-x__seed{s}.json").is_file()
+    assert json.loads((archive / SWEEP_DIR / "a.json").read_text())["name"] == "a"
+
+    fresh = tmp_path / "fresh"
+    (fresh / "rssm/gym-x/seed1").mkdir(parents=True)
+    (fresh / "rssm/gym-x/seed1/metrics.jsonl").write_text("{}\n")     # an unfinished run
+    assert sweep_cli.main([str(f), "--root", str(fresh), "--archive", str(archive),
+                           "--dry-run"]) == 0
+    assert "3 more finished in the archive" in capsys.readouterr().out
+    never = ["--no-ray", "--no-progress", "--train-cmd", f"{PY} -c 'import sys; sys.exit(3)'"]
+    assert sweep_cli.main([str(f), "--root", str(fresh), "--archive", str(archive), *never]) == 0
+    err = capsys.readouterr().err
+    assert "3 finished cell(s) restored, 0 archived" in err and "0 to run" in err
+    aside = list((fresh / SWEEP_DIR / "superseded").iterdir())
+    assert len(aside) == 1 and (aside[0] / "metrics.jsonl").read_text() == "{}\n"
+
+    state = archive / SWEEP_DIR / "cells" / "rssm__gym-x__seed2.json"
+    write_json(state, {**json.loads(state.read_text()), "argv": ["--steps", "5"]})
+    assert sweep_cli.main([str(f), "--root", str(tmp_path / "r3"), "--archive", str(archive),
+                           *never]) == 2
+    assert "other settings" in capsys.readouterr().err
+    assert sweep_cli.main([str(f), "--root", str(root), "--archive", str(root / "a")]) == 2
+    assert "--archive" in capsys.readouterr().err

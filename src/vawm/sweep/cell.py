@@ -121,9 +121,14 @@ def _lock(path: Path):
     return f
 
 
+def cell_key(name: str) -> str:
+    """A flat file name for a cell's bookkeeping (its run directory ``name`` with ``/`` -> ``__``)."""
+    return name.replace("/", "__")
+
+
 def lock_path(root: Path, name: str) -> Path:
     """The cell ``name``'s lock file (held while a sweep process runs it)."""
-    return root / SWEEP_DIR / "locks" / f"{name.replace('/', '__')}.lock"
+    return root / SWEEP_DIR / "locks" / f"{cell_key(name)}.lock"
 
 
 def is_running(root: Path, name: str) -> bool:
@@ -165,7 +170,7 @@ def run_cell(cell: dict, root: str, retries: int, train_cmd: list[str] | None = 
     """
     root_p = Path(root)
     run_dir = root_p / cell["name"]
-    key = cell["name"].replace("/", "__")
+    key = cell_key(cell["name"])
     lock = _lock(lock_path(root_p, cell["name"]))
     if lock is None:
         return {"name": cell["name"], "status": "busy", "attempts": None,

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from vawm.sweep.archive import archive_conflicts, copy_cell, sync
 from vawm.sweep.cell import SWEEP_DIR, cell_status, is_running, read_json, write_json
 from vawm.sweep.execute import RAY_HINT, Progress, ray_available, run_local, run_ray
 from vawm.sweep.spec import Cell, Sweep, SweepError, load_sweep, select
@@ -46,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-cmd", help="command that replaces 'python -m vawm train' for each "
                                        "cell, e.g. to run it in a container")
     p.add_argument("--no-progress", action="store_true", help="no progress display")
+    p.add_argument("--archive", metavar="DIR",
+                   help="keep every finished cell's records (config, metrics, summary; no "
+                        "checkpoints) in DIR too, as each finishes, and restore from DIR the "
+                        "finished cells --root lacks: continue a sweep on a fresh machine")
     return p
 
 
@@ -105,9 +110,26 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     root = Path(args.root or Path("runs") / sweep.name).resolve()
+    archive = Path(args.archive).resolve() if args.archive else None
+    if archive is not None and (archive == root or root in archive.parents
+                                or archive in root.parents):
+        print(f"vawm sweep: --archive {args.archive} must not be --root {root}, lie inside it "
+              f"or contain it; give a directory beside it", file=sys.stderr)
+        return 2
     if args.dry_run:
         print(describe(sweep, cells, root))
+        if archive is not None:
+            n = sum(cell_status(archive / c.name) == "finished"
+                    and cell_status(root / c.name) != "finished" for c in cells)
+            print(f"  {n} more finished in the archive {archive} (restored when the sweep runs)")
         return 0
+    every = [c.to_json() for c in cells]
+    clash = archive_conflicts(every, archive) if archive is not None else []
+    if clash:
+        print(f"vawm sweep: {len(clash)} finished cell(s) in the archive {archive} were run "
+              f"with other settings (first: {clash[0]}); use another --archive",
+              file=sys.stderr)
+        return 2
     conflicts = find_conflicts(cells, root)
     if conflicts:
         print(f"vawm sweep: {len(conflicts)} cell(s) under {root} were started with other "
@@ -125,9 +147,13 @@ def main(argv: list[str] | None = None) -> int:
     train_cmd = shlex.split(args.train_cmd) if args.train_cmd else None
 
     write_json(root / SWEEP_DIR / f"{sweep.name}.json", sweep.manifest())
+    log = sys.stderr
+    if archive is not None:
+        restored, archived = sync(every, root, archive, sweep.manifest())
+        print(f"vawm sweep {sweep.name}: archive {archive}: {restored} finished cell(s) "
+              f"restored, {archived} archived", file=log)
     todo = [c for c in cells if cell_status(root / c.name) != "finished"]
     skipped = len(cells) - len(todo)
-    log = sys.stderr
     print(f"vawm sweep {sweep.name}: {len(cells)} cells under {root}; {skipped} already "
           f"finished, {len(todo)} to run", file=log)
     if not use_ray and len(todo) > 1 and not args.no_ray and not args.max_concurrent:
@@ -140,7 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     def on_result(res: dict) -> None:
         if res["status"] == "busy":
             progress.note(f"skipped: {res['name']}: {res['error']}")
-        elif res["status"] != "finished":
+        elif res["status"] == "finished":
+            if archive is not None:
+                copy_cell(root, archive, res["name"])
+        else:
             failed.append(res)
             progress.note(f"failed: {res['name']}: {res['error']}")
 

@@ -32,6 +32,8 @@ from typing import Any
 
 import yaml
 
+from vawm.sweep.cell import cell_key
+
 LAYOUTS = ("atari100k", "dmc", "ablation", "capacity", "image-size", "generic")
 #: layouts whose x axis is each method's ``size:`` (world-model size; image size in pixels)
 SIZE_LAYOUTS = {"capacity": "world-model size", "image-size": "image size (pixels)"}
@@ -71,7 +73,7 @@ class Cell:
     @property
     def key(self) -> str:
         """A flat file name for the cell's bookkeeping (``name`` with ``/`` -> ``__``)."""
-        return self.name.replace("/", "__")
+        return cell_key(self.name)
 
     def train_args(self) -> list[str]:
         """Arguments after ``vawm train`` for a fresh start (without ``--run-dir``)."""
