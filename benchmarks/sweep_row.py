@@ -47,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cost", type=Path, help="an objective_cost.py record (benchmarks/results)")
     p.add_argument("--order", type=int, default=45)
     p.add_argument("--reps", type=int, default=5000)
+    p.add_argument("--table", action="store_true",
+                   help="also print the method x task table with every seed's score and the IQM "
+                        "(the layout of docs/latent.md)")
     p.add_argument("--pair", action="append", default=[], metavar="A:B",
                    help="also P(A > B) for methods A, B (repeatable), beside each method's "
                         "P(> its baseline)")
@@ -82,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         per[m] = {"label": exp.labels.get(m, m), "objective": objective.get(m),
                   "tasks": {e: {"mean": float(np.mean(list(v.values()))),
                                 "std": float(np.std(list(v.values()), ddof=1 if len(v) > 1 else 0)),
-                                "seeds": sorted(v)} for e, v in g.scores.get(m, {}).items()},
+                                "seeds": sorted(v),
+                                "scores": [float(v[k]) for k in sorted(v)]}
+                            for e, v in g.scores.get(m, {}).items()},
                   "iqm": est.get(m, {}).get("iqm"), "mean_norm": est.get(m, {}).get("mean"),
                   "p_improvement": poi.get(m), "cost_pct": cost.get(objective.get(m))}
     n_done = sum(len(v) for d in g.scores.values() for v in d.values())
@@ -114,7 +119,26 @@ def main(argv: list[str] | None = None) -> int:
            "pairs": {k: list(v) for k, v in extra_p.items()},
            "readme": {"what": args.what, "command": args.command, "result": result,
                       "order": args.order}}
+    if args.table:
+        print(seed_table(per, exp.methods, g.envs))
     return publish(args.name, out)
+
+
+def seed_table(per: dict, methods: list[str], envs: list[str]) -> str:
+    """Markdown: per method and task mean ± std (every seed's score), and the IQM with its CI."""
+    head = "| method | " + " | ".join(f"{e} (per seed)" for e in envs) + \
+        " | IQM, range-normalised [95% CI] |"
+    lines = [head, "|" + "---|" * (len(envs) + 2)]
+    for m in methods:
+        d, cells = per[m], []
+        for e in envs:
+            t = d["tasks"].get(e)
+            cells.append("—" if t is None else f"{t['mean']:.1f} ± {t['std']:.1f} ("
+                         + ", ".join(f"{x:.1f}" for x in t["scores"]) + ")")
+        iqm = "incomplete" if d["iqm"] is None else \
+            f"{d['iqm'][0]:.3f} [{d['iqm'][1]:.3f}, {d['iqm'][2]:.3f}]"
+        lines.append(f"| {d['label']} | " + " | ".join(cells) + f" | {iqm} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
