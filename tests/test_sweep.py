@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from vawm.sweep import cli as sweep_cli
-from vawm.sweep.cell import SWEEP_DIR, cell_status, plan_command, run_cell, write_json
+from vawm.sweep.cell import SWEEP_DIR, cell_key, cell_status, plan_command, run_cell, write_json
 from vawm.sweep.execute import ray_available, ray_capacity
 from vawm.sweep.spec import SweepError, load_sweep, parse_sweep, select
 
@@ -145,7 +145,7 @@ def test_failing_cell_is_retried_then_reported(tmp_path):
     assert len(list((tmp_path / SWEEP_DIR / "failed").iterdir())) == 1   # moved aside once
     res = run_cell(cell, str(tmp_path), retries=2, train_cmd=[PY, "-c", "import sys; sys.exit(2)"])
     assert res["attempts"] == 4                                          # bad input: no retry
-    state = json.loads((tmp_path / SWEEP_DIR / "cells" / f"{cell['name'].replace('/', '__')}"
+    state = json.loads((tmp_path / SWEEP_DIR / "cells" / f"{cell_key(cell['name'])}"
                         ".json").read_text())
     assert state["status"] == "failed" and [a["rc"] for a in state["attempts"]] == [1, 1, 1, 2]
 
@@ -163,7 +163,7 @@ t0 = time.time(); time.sleep(1.0)
 def test_a_cell_another_process_runs_is_left_to_it(tmp_path):
     import fcntl
     cell = parse_sweep({"grid": {"backbone": ["rssm"], "env": ["gym:x"], "seed": [0]}}).cells[0]
-    key = cell.name.replace("/", "__")
+    key = cell_key(cell.name)
     lock = tmp_path / SWEEP_DIR / "locks" / f"{key}.lock"
     lock.parent.mkdir(parents=True)
     with open(lock, "a") as held:                                     # "another process"
@@ -194,9 +194,9 @@ def test_dry_run_shows_running_cells_and_progress_and_writes_nothing(tmp_path, c
         (d / "checkpoints").mkdir(parents=True)
         (d / "checkpoints" / "latest.pt").write_bytes(b"x")
         (d / "metrics.jsonl").write_text(json.dumps({"env_step": step}) + "\n")
-    lock = root / SWEEP_DIR / "locks" / f"{cells[1].name.replace('/', '__')}.lock"
+    lock = root / SWEEP_DIR / "locks" / f"{cell_key(cells[1].name)}.lock"
     lock.parent.mkdir(parents=True)
-    (root / SWEEP_DIR / "locks" / f"{cells[2].name.replace('/', '__')}.lock").touch()  # released
+    (root / SWEEP_DIR / "locks" / f"{cell_key(cells[2].name)}.lock").touch()  # released
     with open(lock, "a") as held:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         assert sweep_cli.main([str(f), "--root", str(root), "--dry-run"]) == 0
